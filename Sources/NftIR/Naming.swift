@@ -1,0 +1,97 @@
+import ServiceModel
+
+/// A table, chain or set name that the kernel and `nft` both accept.
+///
+/// nft's scanner reads an identifier as a letter or `_`, then letters, digits and `/ - _ .`;
+/// the kernel caps names at NFT_NAME_MAXLEN (256 bytes with the NUL). A `Name` can only be
+/// made through `init?(_:)`, so an invalid transaction cannot be built.
+public struct Name: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+
+    /// NFT_NAME_MAXLEN - 1.
+    public static let maxLength = 255
+
+    public init?(_ text: String) {
+        guard let first = text.utf8.first, text.utf8.count <= Name.maxLength,
+              Name.isLetter(first) || first == UInt8(ascii: "_"),
+              text.utf8.allSatisfy({ Name.isLetter($0) || Name.isDigit($0) || "/-_.".utf8.contains($0) })
+        else { return nil }
+        rawValue = text
+    }
+
+    public var description: String { rawValue }
+
+    public static func < (lhs: Name, rhs: Name) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    private static func isLetter(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+}
+
+/// A comment stored as userdata; nft refuses comments over 128 bytes (NFTNL_UDATA_COMMENT_MAXLEN),
+/// so longer text is cut at a character boundary rather than failing the whole batch.
+public struct Comment: Sendable, Hashable, CustomStringConvertible {
+    public let text: String
+    public static let maxBytes = 127
+
+    public init(_ text: String) {
+        var cleaned = String(text.map { $0 == "\"" || $0.isNewline ? "'" : $0 })
+        while cleaned.utf8.count > Comment.maxBytes { cleaned.removeLast() }
+        self.text = cleaned
+    }
+
+    public var description: String { text }
+}
+
+/// The one place where nftproxy's object names are made.
+public enum Naming {
+    public static let table = Name("nftproxy")!
+
+    // Static chains and sets. None contains `/`: dynamic (per service port) chains always do.
+    public static let natPrerouting = Name("nat-prerouting")!
+    public static let natOutput = Name("nat-output")!
+    public static let natPostrouting = Name("nat-postrouting")!
+    public static let filterInput = Name("filter-input")!
+    public static let filterForward = Name("filter-forward")!
+    public static let filterOutput = Name("filter-output")!
+    public static let services = Name("services")!
+    public static let serviceEndpointsCheck = Name("service-endpoints-check")!
+    public static let nodePortEndpointsCheck = Name("nodeport-endpoints-check")!
+    public static let clusterIPsCheck = Name("cluster-ips-check")!
+    public static let rejectChain = Name("reject-chain")!
+    public static let masquerading = Name("masquerading")!
+
+    public static let clusterIPs = Name("cluster-ips")!
+    public static let nodePortIPs = Name("nodeport-ips")!
+    public static let serviceIPs = Name("service-ips")!
+    public static let serviceNodePorts = Name("service-nodeports")!
+    public static let noEndpointServices = Name("no-endpoint-services")!
+    public static let noEndpointNodePorts = Name("no-endpoint-nodeports")!
+    public static let hairpin = Name("hairpin-endpoints")!
+
+    /// Base of a service port's chains: `ns/name/proto/port`, where port is the port's name,
+    /// or its number when unnamed. Kubernetes names keep this under 160 bytes.
+    static func base(_ port: ServicePortName, number: UInt16) -> String {
+        "\(port.namespace)/\(port.name)/\(port.protocol)/\(port.port.isEmpty ? String(number) : port.port)"
+    }
+
+    /// The chain that load-balances a service port over its cluster-wide endpoints.
+    public static func serviceChain(_ port: ServicePortName, number: UInt16) -> Name? {
+        Name("service-" + base(port, number: number))
+    }
+
+    /// The chain external destinations (NodePort, LoadBalancer, externalIPs) of a port go through.
+    public static func externalChain(_ port: ServicePortName, number: UInt16) -> Name? {
+        Name("external-" + base(port, number: number))
+    }
+
+    /// The chain that load-balances a service port over this node's endpoints only.
+    public static func localChain(_ port: ServicePortName, number: UInt16) -> Name? {
+        Name("local-" + base(port, number: number))
+    }
+
+    /// Whether a chain of our table is made per service port (as opposed to a static one).
+    public static func isServicePortChain(_ name: Name) -> Bool { name.rawValue.contains("/") }
+}

@@ -1,0 +1,157 @@
+/// A transaction: the ordered operations of one atomic batch, and the diff that makes it.
+
+public struct TableRef: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var family: Family
+    public var name: Name
+
+    public init(_ family: Family, _ name: Name) {
+        self.family = family
+        self.name = name
+    }
+
+    public var description: String { "\(family.rawValue) \(name)" }
+
+    public static func < (lhs: TableRef, rhs: TableRef) -> Bool { (lhs.family, lhs.name) < (rhs.family, rhs.name) }
+}
+
+public enum Operation: Sendable, Hashable {
+    case addTable(TableRef, comment: Comment?)
+    case deleteTable(TableRef)
+    /// Creates the set or map, without its elements.
+    case addSet(TableRef, NamedSet)
+    case deleteSet(TableRef, Name)
+    /// Creates the chain, without its rules.
+    case addChain(TableRef, Name, BaseChain?)
+    case flushChain(TableRef, Name)
+    case deleteChain(TableRef, Name)
+    case addRule(TableRef, chain: Name, Rule)
+    case addElements(TableRef, set: Name, [Element])
+    case deleteElements(TableRef, set: Name, [Element])
+
+    public var table: TableRef {
+        switch self {
+        case .addTable(let t, _), .deleteTable(let t), .addSet(let t, _), .deleteSet(let t, _),
+             .addChain(let t, _, _), .flushChain(let t, _), .deleteChain(let t, _), .addRule(let t, _, _),
+             .addElements(let t, _, _), .deleteElements(let t, _, _):
+            t
+        }
+    }
+}
+
+public struct Transaction: Sendable, Hashable {
+    public var operations: [Operation]
+
+    public init(_ operations: [Operation] = []) { self.operations = operations }
+
+    public var isEmpty: Bool { operations.isEmpty }
+
+    /// The operations that create `table` from nothing, in an order the kernel accepts:
+    /// table, sets, chain headers (so every jump and goto resolves), rules, elements.
+    public static func creating(_ table: Table) -> [Operation] {
+        let ref = TableRef(table.family, table.name)
+        var ops: [Operation] = [.addTable(ref, comment: table.comment)]
+        ops += table.sets.map { .addSet(ref, $0.withoutElements) }
+        ops += table.chains.map { .addChain(ref, $0.name, $0.base) }
+        for chain in table.chains { ops += chain.rules.map { .addRule(ref, chain: chain.name, $0) } }
+        for set in table.sets where !set.elements.isEmpty { ops.append(.addElements(ref, set: set.name, set.elements)) }
+        return ops
+    }
+
+    /// The smallest transaction that turns `current` (nil: nothing of ours exists) into `desired`.
+    ///
+    /// A changed chain is flushed and refilled; a changed element is deleted and re-added. A
+    /// table whose fixed parts changed (a set's type, a base chain's hook or priority) is
+    /// replaced whole, in the same atomic batch.
+    public static func diff(from current: Ruleset?, to desired: Ruleset) -> Transaction {
+        var ops: [Operation] = []
+        let currentTables = current?.tables ?? []
+        for old in currentTables where !desired.tables.contains(where: { $0.family == old.family && $0.name == old.name }) {
+            ops.append(.deleteTable(TableRef(old.family, old.name)))
+        }
+        for new in desired.tables {
+            guard let old = currentTables.first(where: { $0.family == new.family && $0.name == new.name }) else {
+                ops += creating(new)
+                continue
+            }
+            if needsReplacement(old, new) {
+                ops.append(.deleteTable(TableRef(old.family, old.name)))
+                ops += creating(new)
+            } else {
+                ops += diff(old, new)
+            }
+        }
+        return Transaction(ops)
+    }
+
+    private static func needsReplacement(_ old: Table, _ new: Table) -> Bool {
+        if old.comment != new.comment { return true }
+        for set in new.sets {
+            if let before = old.set(set.name), before.withoutElements != set.withoutElements { return true }
+        }
+        for chain in new.chains {
+            if let before = old.chain(chain.name), before.base != chain.base { return true }
+        }
+        return false
+    }
+
+    private static func diff(_ old: Table, _ new: Table) -> [Operation] {
+        let ref = TableRef(new.family, new.name)
+        var ops: [Operation] = []
+        let oldChains = Dictionary(old.chains.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let newChainNames = Set(new.chains.map(\.name))
+        let oldSetNames = Set(old.sets.map(\.name))
+        let newSetNames = Set(new.sets.map(\.name))
+
+        ops += new.sets.filter { !oldSetNames.contains($0.name) }.map { .addSet(ref, $0.withoutElements) }
+        ops += new.chains.filter { oldChains[$0.name] == nil }.map { .addChain(ref, $0.name, $0.base) }
+
+        let removedChains = old.chains.filter { !newChainNames.contains($0.name) }
+        var rewritten: [Chain] = []
+        for chain in new.chains {
+            if let before = oldChains[chain.name] {
+                if before.rules != chain.rules {
+                    ops.append(.flushChain(ref, chain.name))
+                    rewritten.append(chain)
+                }
+            } else {
+                rewritten.append(chain)
+            }
+        }
+        // Removed chains are emptied before anything else goes, so no rule still jumps to a chain being deleted.
+        ops += removedChains.filter { !$0.rules.isEmpty }.map { .flushChain(ref, $0.name) }
+        for chain in rewritten { ops += chain.rules.map { .addRule(ref, chain: chain.name, $0) } }
+
+        var additions: [Operation] = []
+        for set in new.sets {
+            guard let before = old.set(set.name) else {
+                if !set.elements.isEmpty { additions.append(.addElements(ref, set: set.name, set.elements)) }
+                continue
+            }
+            let (removed, added) = elementDiff(before.elements, set.elements)
+            if !removed.isEmpty { ops.append(.deleteElements(ref, set: set.name, removed)) }
+            if !added.isEmpty { additions.append(.addElements(ref, set: set.name, added)) }
+        }
+        ops += additions
+        ops += removedChains.map { .deleteChain(ref, $0.name) }
+        ops += old.sets.filter { !newSetNames.contains($0.name) }.map { .deleteSet(ref, $0.name) }
+        return ops
+    }
+
+    /// Elements to delete (gone, or changed) and to add (new, or changed), each in `desired` order.
+    private static func elementDiff(_ current: [Element], _ desired: [Element]) -> (removed: [Element], added: [Element]) {
+        let before = Dictionary(current.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let after = Dictionary(desired.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let removed = current.filter { after[$0.key] != $0 }
+        let added = desired.filter { before[$0.key] != $0 }
+        return (removed, added)
+    }
+}
+
+extension NamedSet {
+    /// The set's definition alone.
+    public var withoutElements: NamedSet {
+        var copy = self
+        copy.elements = []
+        return copy
+    }
+}

@@ -1,0 +1,2 @@
+import CNftables
+import NftIR

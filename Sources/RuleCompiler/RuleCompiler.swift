@@ -1,0 +1,304 @@
+import NftIR
+import ServiceModel
+
+/// What one compile produced: the rules, and what the operator should be told about them.
+public struct Compilation: Sendable, Hashable {
+    public var ruleset: Ruleset
+    /// Objects skipped or ignored (from decoding and from compiling).
+    public var problems: [Problem]
+    /// Services that deliberately produce no rules, and other facts worth a comment.
+    public var notes: [String]
+}
+
+/// Turns cluster state and node facts into nftproxy's ruleset. Pure: no I/O, no clock.
+///
+/// Layout (see DESIGN.md, "What the kernel charges"): a fixed handful of sets and maps per
+/// family, each possibly huge, bound from a fixed number of rules. Every service port owns a
+/// few chains; a change to one service rewrites only its chains and elements.
+public enum RuleCompiler {
+    public static func compile(_ state: ClusterState, config: NodeConfig) -> Compilation {
+        let facts = NodeFacts(config: config, state: state)
+        var problems = state.problems
+        var notes = facts.notes
+        var serviceKinds: [(Service, [ServicePortName: [Backend]])] = []
+        for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
+            if service.type == .externalName {
+                notes.append("\(service.ref): type ExternalName, no rules (DNS only)")
+                continue
+            }
+            if service.isHeadless || service.clusterIPs.isEmpty {
+                notes.append("\(service.ref): headless (clusterIP None), no rules")
+                continue
+            }
+            let resolved = state.backends(for: service)
+            problems += resolved.problems
+            serviceKinds.append((service, resolved.ports))
+        }
+
+        var tables: [Table] = []
+        for family in IPFamily.allCases {
+            let hasServices = serviceKinds.contains { $0.0.clusterIP(family) != nil }
+            guard hasServices || facts.uses(family) else { continue }
+            var builder = TableBuilder(family: family, facts: facts)
+            for (service, ports) in serviceKinds {
+                builder.add(service, backends: ports)
+            }
+            problems += builder.problems
+            tables.append(builder.table())
+        }
+        return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes)
+    }
+}
+
+/// Which endpoints serve a service port, after conditions and policies.
+struct EndpointLists {
+    /// Endpoints for cluster-wide traffic: ready ones, else serving-and-terminating ones.
+    var cluster: [Backend]
+    /// This node's endpoints: local ready ones, else local serving-and-terminating ones.
+    var local: [Backend]
+    /// Some endpoint anywhere is ready, or serving while terminating.
+    var hasAny: Bool
+
+    init(_ backends: [Backend], nodeName: String) {
+        func usable(_ candidates: [Backend]) -> [Backend] {
+            let ready = candidates.filter(\.conditions.ready)
+            return ready.isEmpty ? candidates.filter { $0.conditions.serving && $0.conditions.terminating } : ready
+        }
+        cluster = usable(backends)
+        local = usable(backends.filter { !nodeName.isEmpty && $0.nodeName == nodeName })
+        hasAny = !cluster.isEmpty
+    }
+}
+
+/// Builds one family's table, service port by service port.
+struct TableBuilder {
+    let family: Family
+    let facts: NodeFacts
+    private(set) var problems: [Problem] = []
+
+    private var clusterIPs: Set<IPAddress> = []
+    /// Elements of the verdict maps, by map name and key.
+    private var maps: [Name: [[KeyValue]: Element]] = [:]
+    private var hairpin: Set<IPAddress> = []
+    private var chains: [Chain] = []
+
+    init(family: IPFamily, facts: NodeFacts) {
+        self.family = Family(family)
+        self.facts = facts
+    }
+
+    private var ipFamily: IPFamily { family.ipFamily }
+    private var mark: UInt32 { facts.masqueradeMark }
+
+    mutating func add(_ service: Service, backends: [ServicePortName: [Backend]]) {
+        guard let clusterIP = service.clusterIP(ipFamily) else { return }
+        let externalIPs = service.externalIPs.filter { $0.family == ipFamily }
+        let loadBalancerIPs = service.loadBalancerIngress
+            .filter { $0.ip.family == ipFamily && $0.ipMode != .proxy }
+            .map(\.ip)
+        for port in service.ports {
+            let portName = ServicePortName(namespace: service.namespace, name: service.name, port: port.name, protocol: port.protocol)
+            guard let serviceChain = Naming.serviceChain(portName, number: port.port),
+                  let localChain = Naming.localChain(portName, number: port.port),
+                  let externalChain = Naming.externalChain(portName, number: port.port) else {
+                problems.append(Problem(object: service.ref, field: "spec.ports", message: "port \(portName) makes an invalid chain name, skipped"))
+                continue
+            }
+            let all = (backends[portName] ?? []).filter { $0.address.family == ipFamily }.sorted()
+            let lists = EndpointLists(all, nodeName: facts.nodeName)
+            let externallyReachable = port.nodePort != 0 || !externalIPs.isEmpty || !loadBalancerIPs.isEmpty
+            let usesCluster = service.internalTrafficPolicy == .cluster || externallyReachable
+            let usesLocal = service.internalTrafficPolicy == .local || (externallyReachable && service.externalTrafficPolicy == .local)
+            let hasInternal = lists.hasAny && (service.internalTrafficPolicy == .cluster || !lists.local.isEmpty)
+            let hasExternal = lists.hasAny && (service.externalTrafficPolicy == .cluster || !lists.local.isEmpty)
+            let noEndpointVerdict: Verdict = lists.hasAny ? .drop : .goto(Naming.rejectChain)
+            let comment = Comment(portName.description)
+            let proto = KeyValue.proto(port.protocol)
+            let owner = portName.description
+
+            clusterIPs.insert(clusterIP)
+            let internalTarget = service.internalTrafficPolicy == .local ? localChain : serviceChain
+            let clusterKey: [KeyValue] = [.address(clusterIP), proto, .port(port.port)]
+            if hasInternal {
+                claim(Naming.serviceIPs, Element(clusterKey, verdict: .goto(internalTarget), comment: comment), by: owner, service: service)
+            } else {
+                claim(Naming.noEndpointServices, Element(clusterKey, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+            }
+            for ip in externalIPs + loadBalancerIPs {
+                let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                if lists.hasAny {
+                    claim(Naming.serviceIPs, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                }
+                if !hasExternal {
+                    claim(Naming.noEndpointServices, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                }
+            }
+            if port.nodePort != 0 {
+                let key: [KeyValue] = [proto, .port(port.nodePort)]
+                if lists.hasAny {
+                    claim(Naming.serviceNodePorts, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                }
+                if !hasExternal {
+                    claim(Naming.noEndpointNodePorts, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                }
+            }
+
+            if lists.hasAny && usesCluster {
+                let masquerade = service.internalTrafficPolicy == .cluster ? internalMasquerade(clusterIP) : nil
+                chains.append(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + roundRobin(lists.cluster, port.protocol)))
+            }
+            if !lists.local.isEmpty && usesLocal {
+                let masquerade = service.internalTrafficPolicy == .local ? internalMasquerade(clusterIP) : nil
+                chains.append(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + roundRobin(lists.local, port.protocol)))
+            }
+            if lists.hasAny && externallyReachable {
+                chains.append(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
+            }
+            for backend in lists.cluster + lists.local { hairpin.insert(backend.address) }
+        }
+    }
+
+    /// Puts an element into a map unless another service port already owns its key.
+    /// The owner is the element's comment (`ns/name:port`), so the second claimant can be told who has it.
+    private mutating func claim(_ map: Name, _ element: Element, by owner: String, service: Service) {
+        if let existing = maps[map]?[element.key] {
+            if existing.comment?.text != owner {
+                problems.append(Problem(object: service.ref, message: "\(describe(element.key)) is already used by \(existing.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
+            }
+            return
+        }
+        maps[map, default: [:]][element.key] = element
+    }
+
+    private func describe(_ key: [KeyValue]) -> String {
+        key.map {
+            switch $0 {
+            case .address(let ip): ip.description
+            case .proto(let proto): proto.rawValue
+            case .port(let port): String(port)
+            }
+        }.joined(separator: " ")
+    }
+
+    /// Marks off-cluster clients of a ClusterIP (or every client, with masqueradeAll) for masquerade.
+    private func internalMasquerade(_ clusterIP: IPAddress) -> Rule? {
+        let destination = Statement.address(.daddr, host(clusterIP), negated: false)
+        if facts.masqueradeAll {
+            return Rule([destination, .setMarkBit(mark)])
+        }
+        guard let cidr = facts.clusterCIDR[ipFamily] else { return nil }
+        return Rule([destination, .address(.saddr, cidr, negated: true), .setMarkBit(mark)])
+    }
+
+    /// Rule i of N hands out backend i once in every N - i packets that reach it; the last rule
+    /// takes the rest. Each `numgen inc` keeps its own counter, so backends are served in turn.
+    private func roundRobin(_ backends: [Backend], _ proto: L4Protocol) -> [Rule] {
+        backends.enumerated().map { index, backend in
+            let remaining = backends.count - index
+            let pick: [Statement] = remaining > 1 ? [.numgenIncZero(modulus: UInt32(remaining))] : []
+            return Rule(pick + [.l4proto(proto), .dnat(backend.address, port: backend.port)])
+        }
+    }
+
+    private func externalRules(_ service: Service, serviceChain: Name, localChain: Name?) -> [Rule] {
+        guard service.externalTrafficPolicy == .local else {
+            return [Rule([.setMarkBit(mark)]), Rule([.verdict(.goto(serviceChain))])]
+        }
+        var rules: [Rule] = []
+        if let cidr = facts.clusterCIDR[ipFamily] {
+            rules.append(Rule([.address(.saddr, cidr, negated: false), .verdict(.goto(serviceChain))], comment: Comment("short-circuit pod traffic")))
+        }
+        rules.append(Rule([.fibLocal(.saddr), .setMarkBit(mark)], comment: Comment("masquerade local traffic")))
+        rules.append(Rule([.fibLocal(.saddr), .verdict(.goto(serviceChain))], comment: Comment("short-circuit local traffic")))
+        if let localChain { rules.append(Rule([.verdict(.goto(localChain))])) }
+        return rules
+    }
+
+    private func host(_ ip: IPAddress) -> CIDR { CIDR(address: ip, prefixLength: ip.family.maxPrefixLength)! }
+
+    /// The finished table: static sets and chains first, then the service port chains by name.
+    func table() -> Table {
+        let address = DataType.address(family)
+        let dispatchKey: [DataType] = [address, .inetProto, .inetService]
+        let nodePortKey: [DataType] = [.inetProto, .inetService]
+        let nodePortIPs: [IPAddress]? = facts.nodePortIPs[ipFamily] ?? []
+        let loopback = CIDR(ipFamily == .ipv4 ? "127.0.0.0/8" : "::1/128")!
+
+        var sets: [NamedSet] = [
+            NamedSet(Naming.clusterIPs, key: [address], comment: Comment("Active ClusterIPs"),
+                     elements: clusterIPs.sorted().map { Element([.address($0)]) }),
+        ]
+        if let nodePortIPs {
+            sets.append(NamedSet(Naming.nodePortIPs, key: [address], comment: Comment("IPs that accept NodePort traffic"),
+                                 elements: nodePortIPs.sorted().map { Element([.address($0)]) }))
+        }
+        sets += [
+            NamedSet(Naming.serviceIPs, key: dispatchKey, isMap: true, comment: Comment("ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+                     elements: elements(of: Naming.serviceIPs)),
+            NamedSet(Naming.serviceNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePort traffic"),
+                     elements: elements(of: Naming.serviceNodePorts)),
+            NamedSet(Naming.noEndpointServices, key: dispatchKey, isMap: true, comment: Comment("drop or reject packets to services with no endpoints"),
+                     elements: elements(of: Naming.noEndpointServices)),
+            NamedSet(Naming.noEndpointNodePorts, key: nodePortKey, isMap: true, comment: Comment("drop or reject packets to NodePorts with no endpoints"),
+                     elements: elements(of: Naming.noEndpointNodePorts)),
+            NamedSet(Naming.hairpin, key: [address, address], comment: Comment("endpoints that reach themselves through a service get masqueraded"),
+                     elements: hairpin.sorted().map { Element([.address($0), .address($0)]) }),
+        ]
+
+        let newConnection = Statement.ctStateNew
+        let nodePortMatch: [Statement] = nodePortIPs == nil
+            ? [.fibLocal(.daddr), .address(.daddr, loopback, negated: true)]
+            : [.lookup([.daddr], set: Naming.nodePortIPs)]
+        let nodePortCheckMatch: [Statement] = nodePortIPs == nil
+            ? [.address(.daddr, loopback, negated: true)]
+            : [.lookup([.daddr], set: Naming.nodePortIPs)]
+        let dispatch: [Selector] = [.daddr, .l4proto, .thDport]
+        let portDispatch: [Selector] = [.l4proto, .thDport]
+
+        var clusterIPCheck = [Rule([.lookup([.daddr], set: Naming.clusterIPs), .reject], comment: Comment("reject traffic to undefined ports of ClusterIPs"))]
+        for cidr in facts.serviceCIDRs[ipFamily] ?? [] {
+            clusterIPCheck.append(Rule([.address(.daddr, cidr, negated: false), .verdict(.drop)], comment: Comment("drop traffic to unallocated ClusterIPs")))
+        }
+
+        let staticChains: [Chain] = [
+            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)),
+                  rules: [Rule([.verdict(.jump(Naming.services))])]),
+            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)),
+                  rules: [Rule([.verdict(.jump(Naming.services))])]),
+            Chain(Naming.natPostrouting, base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat)),
+                  rules: [Rule([.verdict(.jump(Naming.masquerading))])]),
+            Chain(Naming.filterInput, base: BaseChain(type: .filter, hook: .input, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.nodePortEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))])]),
+            Chain(Naming.filterForward, base: BaseChain(type: .filter, hook: .forward, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.clusterIPsCheck))])]),
+            Chain(Naming.filterOutput, base: BaseChain(type: .filter, hook: .output, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.clusterIPsCheck))])]),
+            Chain(Naming.services, rules: [
+                Rule([.vmap(dispatch, map: Naming.serviceIPs)]),
+                Rule(nodePortMatch + [.vmap(portDispatch, map: Naming.serviceNodePorts)]),
+            ]),
+            Chain(Naming.serviceEndpointsCheck, rules: [Rule([.vmap(dispatch, map: Naming.noEndpointServices)])]),
+            Chain(Naming.nodePortEndpointsCheck, rules: [Rule(nodePortCheckMatch + [.vmap(portDispatch, map: Naming.noEndpointNodePorts)])]),
+            Chain(Naming.clusterIPsCheck, rules: clusterIPCheck),
+            Chain(Naming.rejectChain, rules: [Rule([.reject])]),
+            Chain(Naming.masquerading, rules: [
+                Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: Naming.hairpin), .setMarkBit(mark)]),
+                Rule([.markBitClear(mark), .verdict(.return)]),
+                Rule([.toggleMarkBit(mark)]),
+                Rule([.masquerade(fullyRandom: true)]),
+            ]),
+        ]
+        return Table(
+            family: family, name: Naming.table,
+            comment: Comment("rules for nftproxy: do not edit, nftproxy rewrites this table"),
+            sets: sets, chains: staticChains + chains.sorted { $0.name < $1.name }
+        )
+    }
+
+    private func elements(of map: Name) -> [Element] {
+        (maps[map] ?? [:]).values.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+    }
+}

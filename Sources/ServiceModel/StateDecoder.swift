@@ -1,0 +1,189 @@
+/// Reads STATE text (what `kubectl get services,endpointslices,pods,nodes,servicecidrs -A -o yaml`
+/// or `-o json` prints) into a validated `ClusterState`.
+///
+/// One bad object must never poison a sync (a kernel batch is all-or-nothing), so every object is
+/// validated here, before any rule exists: a malformed one is left out whole and reported as a
+/// `Problem` naming the object, the document and the field; everything else still decodes.
+
+internal import Yams
+
+public enum StateDecoder {
+    /// Decodes multi-document YAML, JSON, `kind: List` (or any `…List`) and single objects.
+    ///
+    /// - Parameter source: where the text came from (a file name); problems carry it with the
+    ///   document number so a user can find the object.
+    public static func decode(_ text: String, source: String) -> ClusterState {
+        var builder = StateBuilder()
+        for document in YAMLDocument.split(text) {
+            let location = "\(source), document \(document.number)"
+            do {
+                let parser = try Parser(yaml: document.text, resolver: .basic, encoding: .utf8)
+                while let root = try parser.nextRoot() {
+                    builder.add(Field(root), source: location)
+                }
+            } catch {
+                builder.report(nil, location, nil, "not valid YAML or JSON: \(describeYAMLError(error, lineOffset: document.firstLine))")
+            }
+        }
+        return builder.state
+    }
+}
+
+/// One `---`-separated part of the text.
+///
+/// Documents are parsed one at a time so that a syntax error costs only its own document: libyaml
+/// cannot resume after an error. A `---` at column 0 always starts a document in YAML (even inside a
+/// block scalar), so splitting on those lines agrees with the parser.
+struct YAMLDocument {
+    var text: String
+    /// Lines before this document in the whole text, to report absolute line numbers.
+    var firstLine: Int
+    /// 1-based, counting only documents with content.
+    var number: Int
+
+    static func split(_ text: String) -> [YAMLDocument] {
+        var documents: [YAMLDocument] = []
+        var lines: [Substring] = []
+        var firstLine = 0
+        var hasContent = false
+        func close() {
+            guard hasContent else { return }
+            documents.append(YAMLDocument(text: lines.joined(separator: "\n"), firstLine: firstLine, number: documents.count + 1))
+        }
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            // A marker after only blank lines, comments and directives belongs to the same document.
+            if isDocumentStart(line) && hasContent {
+                close()
+                lines = []
+                firstLine = index
+                hasContent = false
+            }
+            lines.append(line)
+            hasContent = hasContent || isContent(line)
+        }
+        close()
+        return documents
+    }
+
+    private static func isDocumentStart(_ line: Substring) -> Bool {
+        guard line.hasPrefix("---") else { return false }
+        let rest = line.dropFirst(3)
+        return rest.first.map { $0 == " " || $0 == "\t" || $0 == "\r" } ?? true
+    }
+
+    private static func isContent(_ line: Substring) -> Bool {
+        let text = line.drop { $0 == " " || $0 == "\t" || $0 == "\r" }
+        if text.isEmpty || text.hasPrefix("#") || line.hasPrefix("%") { return false }
+        if isDocumentStart(line) {
+            let rest = line.dropFirst(3).drop { $0 == " " || $0 == "\t" || $0 == "\r" }
+            return !rest.isEmpty && !rest.hasPrefix("#")
+        }
+        return true
+    }
+}
+
+/// Collects the objects and problems of one STATE text.
+private struct StateBuilder {
+    var state = ClusterState()
+
+    mutating func report(_ object: ObjectRef?, _ source: String, _ field: String?, _ message: String, skipped: Bool = true) {
+        state.problems.append(Problem(object: object, source: source, field: field, message: message, skipped: skipped))
+    }
+
+    /// Adds one document or list item. `listKind` is the enclosing `FooList`'s item kind and
+    /// apiVersion: API-server lists leave them out of each item.
+    mutating func add(_ object: Field, source: String, listKind: (kind: String, apiVersion: String)? = nil) {
+        if object.isAbsent { return }  // an empty document, e.g. after a trailing `---`
+        guard case .mapping? = object.node else {
+            report(nil, source, nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
+            return
+        }
+        let kind: String
+        let apiVersion: String
+        do throws(FieldError) {
+            kind = try object["kind"].string() ?? listKind?.kind ?? ""
+            apiVersion = try object["apiVersion"].string() ?? listKind?.apiVersion ?? ""
+        } catch {
+            report(nil, source, error.field, error.message)
+            return
+        }
+        if kind.isEmpty {
+            report(nil, source, "kind", "is missing: not a Kubernetes object")
+            return
+        }
+        if kind.hasSuffix("List") {
+            addItems(of: object, kind: kind, apiVersion: apiVersion, source: source)
+            return
+        }
+        switch (kind, apiVersion) {
+        case ("Service", "v1"):
+            if let service = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.service) {
+                state.services.append(service)
+            }
+        case ("EndpointSlice", "discovery.k8s.io/v1"):
+            if let slice = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.endpointSlice) {
+                state.endpointSlices.append(slice)
+            }
+        case ("Pod", "v1"):
+            if let pod = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.pod) {
+                state.pods.append(pod)
+            }
+        case ("Node", "v1"):
+            if let node = decode(object, kind: kind, namespaced: false, source: source, ObjectDecoder.node) {
+                state.nodes.append(node)
+            }
+        case ("ServiceCIDR", "networking.k8s.io/v1"):
+            if let serviceCIDR = decode(object, kind: kind, namespaced: false, source: source, ObjectDecoder.serviceCIDR) {
+                state.serviceCIDRs.append(serviceCIDR)
+            }
+        default:
+            let version = apiVersion.isEmpty ? "no apiVersion" : "apiVersion \(apiVersion)"
+            report(Self.ref(of: object, kind: kind, namespaced: true), source, nil,
+                   "unknown kind \(kind) (\(version)), ignored", skipped: false)
+        }
+    }
+
+    private mutating func addItems(of list: Field, kind: String, apiVersion: String, source: String) {
+        let items: [Field]
+        do throws(FieldError) {
+            items = try list["items"].list()
+        } catch {
+            report(nil, source, error.field, error.message)
+            return
+        }
+        // `ServiceList` items carry no kind; a plain `List` (what kubectl prints) names each one.
+        let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
+        for (index, item) in items.enumerated() {
+            add(item, source: "\(source), items[\(index)]", listKind: itemKind)
+        }
+    }
+
+    /// Runs one kind's decoder, turning its failure into a `Problem` about the object and its notes
+    /// into `skipped: false` problems. A decoder returns nil for an object it ignores on purpose.
+    private mutating func decode<Object>(
+        _ object: Field, kind: String, namespaced: Bool, source: String,
+        _ decoder: (Field, inout [FieldError]) throws(FieldError) -> Object?
+    ) -> Object? {
+        let ref = Self.ref(of: object, kind: kind, namespaced: namespaced)
+        var notes: [FieldError] = []
+        do throws(FieldError) {
+            let decoded = try decoder(object, &notes)
+            for note in notes {
+                report(ref, source, note.field, note.message, skipped: false)
+            }
+            return decoded
+        } catch {
+            report(ref, source, error.field, error.message)
+            return nil
+        }
+    }
+
+    /// The object's identity as far as it can be read, for naming it in a problem.
+    private static func ref(of object: Field, kind: String, namespaced: Bool) -> ObjectRef {
+        func text(_ key: String) -> String {
+            ((try? object["metadata"][key].string()) ?? nil) ?? ""
+        }
+        let namespace = text("namespace")
+        return ObjectRef(kind: kind, namespace: namespaced ? (namespace.isEmpty ? "default" : namespace) : "", name: text("name"))
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import RuleCompiler
+import ServiceModel
+
+/// Flags every command that compiles rules shares: where the node facts come from.
+struct NodeOptions: ParsableArguments {
+    @Option(name: .customLong("config"), help: ArgumentHelp("A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1); flags given as well override its values.", valueName: "file"))
+    var configFile: String?
+
+    @Option(name: .customLong("hostname-override"), help: ArgumentHelp("This node's name: endpoints with this nodeName are local.", valueName: "name"))
+    var hostnameOverride: String?
+
+    @Option(name: .customLong("node-ip"), help: ArgumentHelp("This node's IP (repeat or comma-separate for dual-stack); default: the Node object's addresses.", valueName: "ip"))
+    var nodeIPs: [String] = []
+
+    @Option(name: .customLong("cluster-cidr"), help: ArgumentHelp("Pod CIDR(s), comma-separated: traffic from outside them to a ClusterIP is masqueraded.", valueName: "cidr"))
+    var clusterCIDR: String?
+
+    @Option(name: .customLong("service-cidr"), help: ArgumentHelp("Service CIDR(s), comma-separated: unallocated IPs in them are dropped (ServiceCIDR objects in STATE add to these).", valueName: "cidr"))
+    var serviceCIDR: String?
+
+    @Option(name: .customLong("nodeport-addresses"), help: ArgumentHelp("Where NodePorts answer: `primary` (default), CIDRs, or 0.0.0.0/0,::/0 for every local address; comma-separated.", valueName: "list"))
+    var nodePortAddresses: String?
+
+    @Flag(name: .customLong("masquerade-all"), help: "Masquerade all traffic sent to ClusterIPs.")
+    var masqueradeAll = false
+
+    @Option(name: .customLong("masquerade-bit"), help: ArgumentHelp("Packet-mark bit (0-31) that asks for masquerade (default 14: 0x4000).", valueName: "bit"))
+    var masqueradeBit: Int?
+
+    /// The node configuration: the file first, then each flag given on top.
+    func nodeConfig() throws -> NodeConfig {
+        var config = NodeConfig()
+        do {
+            if let configFile {
+                let text: String
+                do {
+                    text = try String(contentsOfFile: configFile, encoding: .utf8)
+                } catch {
+                    throw ConfigError(field: "--config", message: "cannot read \(configFile): \(error.localizedDescription)")
+                }
+                let decoded = try NodeConfig.decodeKubeProxyConfiguration(text, base: config)
+                config = decoded.config
+                for note in decoded.notes { warn("\(configFile): \(note)") }
+            }
+            if let hostnameOverride {
+                let name = hostnameOverride.trimmingCharacters(in: .whitespaces).lowercased()
+                guard !name.isEmpty else { throw ConfigError(field: "--hostname-override", message: "must not be empty") }
+                config.nodeName = name
+            }
+            if !nodeIPs.isEmpty {
+                config.nodeIPs = try nodeIPs.flatMap { $0.split(separator: ",") }.map { text in
+                    guard let ip = IPAddress(String(text).trimmingCharacters(in: .whitespaces)) else {
+                        throw ConfigError(field: "--node-ip", message: "\"\(text)\" is not an IP address")
+                    }
+                    return ip
+                }
+            }
+            if let clusterCIDR { config.clusterCIDRs = try cidrs(clusterCIDR, field: "--cluster-cidr") }
+            if let serviceCIDR { config.serviceCIDRs = try cidrs(serviceCIDR, field: "--service-cidr") }
+            if let nodePortAddresses {
+                config.nodePortAddresses = try nodePortAddresses.split(separator: ",").map { item in
+                    let text = item.trimmingCharacters(in: .whitespaces)
+                    if text == "primary" { return .primary }
+                    guard let cidr = CIDR(text) else {
+                        throw ConfigError(field: "--nodeport-addresses", message: "\"\(text)\" is neither `primary` nor a CIDR")
+                    }
+                    return .cidr(cidr)
+                }
+            }
+            if masqueradeAll { config.masqueradeAll = true }
+            if let masqueradeBit {
+                guard (0...31).contains(masqueradeBit) else {
+                    throw ConfigError(field: "--masquerade-bit", message: "\(masqueradeBit) is not a bit number 0-31")
+                }
+                config.masqueradeBit = masqueradeBit
+            }
+        } catch let error as ConfigError {
+            throw ValidationError(error.description)
+        }
+        return config
+    }
+
+    private func cidrs(_ list: String, field: String) throws -> [CIDR] {
+        try list.split(separator: ",").map { item in
+            guard let cidr = CIDR(String(item)) else { throw ConfigError(field: field, message: "\"\(item)\" is not a CIDR") }
+            return cidr
+        }
+    }
+}
+
+/// Reads STATE paths: files, or folders searched for *.yaml, *.yml and *.json, in name order.
+enum StateLoader {
+    static func load(_ paths: [String]) throws -> ClusterState {
+        var state = ClusterState()
+        for path in paths {
+            for file in try files(at: path) {
+                let text: String
+                do {
+                    text = try String(contentsOfFile: file, encoding: .utf8)
+                } catch {
+                    throw ValidationError("cannot read STATE file \(file): \(error.localizedDescription)")
+                }
+                state.merge(StateDecoder.decode(text, source: file))
+            }
+        }
+        return state
+    }
+
+    private static func files(at path: String) throws -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ValidationError("STATE path \(path) does not exist")
+        }
+        guard isDirectory.boolValue else { return [path] }
+        guard let walker = FileManager.default.enumerator(atPath: path) else { return [] }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            if [".yaml", ".yml", ".json"].contains(where: { relative.hasSuffix($0) }) {
+                found.append((path as NSString).appendingPathComponent(relative))
+            }
+        }
+        return found.sorted()
+    }
+}
+
+/// Loads STATE, compiles it, and reports every skipped object on stderr.
+func compileState(_ paths: [String], options: NodeOptions) throws -> Compilation {
+    let config = try options.nodeConfig()
+    let state = try StateLoader.load(paths)
+    let compilation = RuleCompiler.compile(state, config: config)
+    for problem in compilation.problems { warn(problem.description) }
+    return compilation
+}
+
+func warn(_ message: String) {
+    FileHandle.standardError.write(Data("nftproxy: \(message)\n".utf8))
+}
