@@ -8,6 +8,16 @@ public struct Compilation: Sendable, Hashable {
     public var problems: [Problem]
     /// Services that deliberately produce no rules, and other facts worth a comment.
     public var notes: [String]
+    /// eTP=Local services with a healthCheckNodePort, for the agent's health-check servers.
+    public var healthChecks: [HealthCheck]
+}
+
+/// What a load balancer's health check of an eTP=Local service should learn from this node.
+public struct HealthCheck: Sendable, Hashable {
+    public var service: ObjectRef
+    public var nodePort: UInt16
+    /// Distinct IPs of this node's ready endpoints (terminating ones do not count).
+    public var localEndpoints: Int
 }
 
 /// Turns cluster state and node facts into nftproxy's ruleset. Pure: no I/O, no clock.
@@ -21,6 +31,7 @@ public enum RuleCompiler {
         var problems = state.problems
         var notes = facts.notes
         var serviceKinds: [(Service, [ServicePortName: [Backend]])] = []
+        var healthChecks: [HealthCheck] = []
         for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
             if service.type == .externalName {
                 notes.append("\(service.ref): type ExternalName, no rules (DNS only)")
@@ -33,6 +44,13 @@ public enum RuleCompiler {
             let resolved = state.backends(for: service)
             problems += resolved.problems
             serviceKinds.append((service, resolved.ports))
+            if service.externalTrafficPolicy == .local && service.healthCheckNodePort != 0 {
+                let local = resolved.ports.values.joined().filter {
+                    $0.conditions.ready && !$0.conditions.terminating && !config.nodeName.isEmpty && $0.nodeName == config.nodeName
+                }
+                healthChecks.append(HealthCheck(service: service.ref, nodePort: service.healthCheckNodePort,
+                                                localEndpoints: Set(local.map(\.address)).count))
+            }
         }
 
         var tables: [Table] = []
@@ -46,27 +64,43 @@ public enum RuleCompiler {
             problems += builder.problems
             tables.append(builder.table())
         }
-        return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes)
+        return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes, healthChecks: healthChecks)
     }
 }
 
-/// Which endpoints serve a service port, after conditions and policies.
+/// Which endpoints serve a service port, after conditions, topology and policies
+/// (kube-proxy's `CategorizeEndpoints`).
 struct EndpointLists {
-    /// Endpoints for cluster-wide traffic: ready ones, else serving-and-terminating ones.
+    /// Endpoints for cluster-wide traffic: ready ones (narrowed by topology hints), else
+    /// serving-and-terminating ones.
     var cluster: [Backend]
     /// This node's endpoints: local ready ones, else local serving-and-terminating ones.
     var local: [Backend]
     /// Some endpoint anywhere is ready, or serving while terminating.
     var hasAny: Bool
 
-    init(_ backends: [Backend], nodeName: String) {
-        func usable(_ candidates: [Backend]) -> [Backend] {
-            let ready = candidates.filter(\.conditions.ready)
-            return ready.isEmpty ? candidates.filter { $0.conditions.serving && $0.conditions.terminating } : ready
-        }
-        cluster = usable(backends)
-        local = usable(backends.filter { !nodeName.isEmpty && $0.nodeName == nodeName })
+    init(_ backends: [Backend], nodeName: String, zone: String?) {
+        let ready = backends.filter(\.conditions.ready)
+        let fallback = backends.filter { $0.conditions.serving && $0.conditions.terminating }
+        cluster = ready.isEmpty ? fallback : EndpointLists.topologyFiltered(ready, nodeName: nodeName, zone: zone)
+        let mine = backends.filter { !nodeName.isEmpty && $0.nodeName == nodeName }
+        let localReady = mine.filter(\.conditions.ready)
+        local = localReady.isEmpty ? mine.filter { $0.conditions.serving && $0.conditions.terminating } : localReady
         hasAny = !cluster.isEmpty
+    }
+
+    /// Hints count only when every ready endpoint has them and at least one names this node
+    /// (forNodes) or this node's zone (forZones); otherwise all ready endpoints are used.
+    static func topologyFiltered(_ ready: [Backend], nodeName: String, zone: String?) -> [Backend] {
+        if !nodeName.isEmpty, ready.allSatisfy({ $0.hintNodes != nil }) {
+            let forNode = ready.filter { $0.hintNodes?.contains(nodeName) == true }
+            if !forNode.isEmpty { return forNode }
+        }
+        if let zone, ready.allSatisfy({ $0.hintZones != nil }) {
+            let forZone = ready.filter { $0.hintZones?.contains(zone) == true }
+            if !forZone.isEmpty { return forZone }
+        }
+        return ready
     }
 }
 
@@ -105,7 +139,7 @@ struct TableBuilder {
                 continue
             }
             let all = (backends[portName] ?? []).filter { $0.address.family == ipFamily }.sorted()
-            let lists = EndpointLists(all, nodeName: facts.nodeName)
+            let lists = EndpointLists(all, nodeName: facts.nodeName, zone: facts.zone)
             let externallyReachable = port.nodePort != 0 || !externalIPs.isEmpty || !loadBalancerIPs.isEmpty
             let usesCluster = service.internalTrafficPolicy == .cluster || externallyReachable
             let usesLocal = service.internalTrafficPolicy == .local || (externallyReachable && service.externalTrafficPolicy == .local)

@@ -1,0 +1,155 @@
+import NftIR
+import NftText
+@testable import RuleCompiler
+import ServiceModel
+import Testing
+
+private let config = NodeConfig(
+    nodeName: "node-a", nodeIPs: [IPAddress("192.168.50.2")!], clusterCIDRs: [CIDR("10.244.0.0/16")!],
+    serviceCIDRs: [CIDR("10.96.0.0/16")!]
+)
+
+private func ip(_ text: String) -> IPAddress { IPAddress(text)! }
+
+private func service(_ name: String, clusterIP: String, type: ServiceType = .clusterIP, nodePort: UInt16 = 0) -> Service {
+    Service(namespace: "ns", name: name, type: type, clusterIPs: [ip(clusterIP)],
+            ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: nodePort)])
+}
+
+private func slice(_ service: String, _ endpoints: [Endpoint]) -> EndpointSlice {
+    EndpointSlice(namespace: "ns", name: "\(service)-x", serviceName: service, addressType: .ipv4,
+                  endpoints: endpoints, ports: [EndpointPort(name: "http", protocol: .tcp, port: 8080)])
+}
+
+private func backend(_ address: String, node: String? = nil, ready: Bool = true, serving: Bool = true, terminating: Bool = false,
+                     zones: [String]? = nil, nodes: [String]? = nil) -> Backend {
+    Backend(address: ip(address), port: 8080, conditions: EndpointConditions(ready: ready, serving: serving, terminating: terminating),
+            nodeName: node, hintZones: zones, hintNodes: nodes)
+}
+
+private func rules(_ compilation: Compilation, chain: String) -> [String] {
+    guard let table = compilation.ruleset.table(.ip), let chain = table.chain(Name(chain)!) else { return [] }
+    return chain.rules.map { NftText.rule($0, family: .ip) }
+}
+
+@Suite struct RoundRobinTests {
+    @Test func eachBackendGetsOneRuleInAddressOrder() {
+        let state = ClusterState(
+            services: [service("web", clusterIP: "10.96.0.10")],
+            endpointSlices: [slice("web", [Endpoint(addresses: [ip("10.244.2.9")]), Endpoint(addresses: [ip("10.244.1.7")]),
+                                           Endpoint(addresses: [ip("10.244.10.1")])])]
+        )
+        #expect(rules(RuleCompiler.compile(state, config: config), chain: "service-ns/web/tcp/http") == [
+            "ip daddr 10.96.0.10 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x00004000",
+            "numgen inc mod 3 0 meta l4proto tcp dnat to 10.244.1.7:8080",
+            "numgen inc mod 2 0 meta l4proto tcp dnat to 10.244.2.9:8080",
+            "meta l4proto tcp dnat to 10.244.10.1:8080",
+        ])
+    }
+
+    /// Walks the compiled chain as the kernel does (each `numgen inc` keeps its own counter,
+    /// counting the packets that reach its rule) and checks the backends come in turn.
+    @Test(arguments: 1...7)
+    func compiledCascadeServesBackendsInTurn(_ count: Int) {
+        let endpoints = (0..<count).map { Endpoint(addresses: [ip("10.244.1.\($0 + 1)")]) }
+        let state = ClusterState(services: [service("web", clusterIP: "10.96.0.10")], endpointSlices: [slice("web", endpoints)])
+        let chain = RuleCompiler.compile(state, config: config).ruleset.table(.ip)!.chain(Name("service-ns/web/tcp/http")!)!
+        var counters = [UInt32](repeating: 0, count: chain.rules.count)
+        var served: [IPAddress] = []
+        for _ in 0..<(count * 4) {
+            for (index, rule) in chain.rules.enumerated() {
+                var matched = true
+                for statement in rule.statements {
+                    if case .numgenIncZero(let modulus) = statement {
+                        matched = counters[index] % modulus == 0
+                        counters[index] += 1
+                    }
+                    if !matched { break }
+                    if case .dnat(let address, _) = statement { served.append(address) }
+                }
+                if matched && rule.statements.contains(where: { if case .dnat = $0 { true } else { false } }) { break }
+            }
+        }
+        let turn = endpoints.map { $0.addresses[0] }
+        #expect(served == Array(repeating: turn, count: 4).flatMap { $0 })
+    }
+}
+
+@Suite struct EndpointSelectionTests {
+    @Test func readyEndpointsWinOverTerminatingOnes() {
+        let lists = EndpointLists([backend("10.0.0.1", ready: false, terminating: true), backend("10.0.0.2")], nodeName: "node-a", zone: nil)
+        #expect(lists.cluster.map(\.address) == [ip("10.0.0.2")])
+    }
+
+    @Test func servingTerminatingEndpointsAreTheFallback() {
+        let lists = EndpointLists([backend("10.0.0.1", ready: false, terminating: true),
+                                   backend("10.0.0.2", ready: false, serving: false, terminating: true)], nodeName: "node-a", zone: nil)
+        #expect(lists.cluster.map(\.address) == [ip("10.0.0.1")])
+        #expect(lists.hasAny)
+    }
+
+    @Test func localListFallsBackSeparately() {
+        let lists = EndpointLists([backend("10.0.0.1", node: "node-a", ready: false, terminating: true),
+                                   backend("10.0.0.2", node: "node-b")], nodeName: "node-a", zone: nil)
+        #expect(lists.cluster.map(\.address) == [ip("10.0.0.2")])
+        #expect(lists.local.map(\.address) == [ip("10.0.0.1")])
+    }
+
+    @Test func zoneHintsApplyOnlyWhenEveryReadyEndpointHasOne() {
+        let hinted = [backend("10.0.0.1", zones: ["a"]), backend("10.0.0.2", zones: ["b"])]
+        #expect(EndpointLists(hinted, nodeName: "n", zone: "a").cluster.map(\.address) == [ip("10.0.0.1")])
+        let partly = [backend("10.0.0.1", zones: ["a"]), backend("10.0.0.2")]
+        #expect(EndpointLists(partly, nodeName: "n", zone: "a").cluster.count == 2)
+        #expect(EndpointLists(hinted, nodeName: "n", zone: "c").cluster.count == 2, "no hint for this zone: all endpoints")
+    }
+
+    @Test func nodeHintsComeBeforeZoneHints() {
+        let hinted = [backend("10.0.0.1", zones: ["a"], nodes: ["n1"]), backend("10.0.0.2", zones: ["a"], nodes: ["n2"])]
+        #expect(EndpointLists(hinted, nodeName: "n2", zone: "a").cluster.map(\.address) == [ip("10.0.0.2")])
+    }
+}
+
+@Suite struct LayoutTests {
+    /// The number of sets and maps is fixed by the layout, never by the cluster's size.
+    @Test func setCountIsIndependentOfServiceCount() {
+        func setCount(_ services: Int) -> Int {
+            var state = ClusterState()
+            for index in 0..<services {
+                let name = "s\(index)"
+                state.services.append(service(name, clusterIP: "10.96.\(index / 250).\(index % 250 + 1)", type: .nodePort, nodePort: UInt16(30000 + index)))
+                state.endpointSlices.append(slice(name, (0..<3).map { Endpoint(addresses: [ip("10.244.\(index / 80).\(index % 80 * 3 + $0)")]) }))
+            }
+            let table = RuleCompiler.compile(state, config: config).ruleset.table(.ip)!
+            #expect(table.chains.count > services, "each service port has its own chains")
+            return table.sets.count
+        }
+        #expect(setCount(1) == setCount(1_000))
+    }
+
+    @Test func aDestinationClaimedTwiceGoesToTheFirstServiceAndIsReported() {
+        var first = service("a", clusterIP: "10.96.0.1")
+        first.externalIPs = [ip("192.168.50.100")]
+        var second = service("b", clusterIP: "10.96.0.2")
+        second.externalIPs = [ip("192.168.50.100")]
+        let state = ClusterState(services: [first, second],
+                                 endpointSlices: [slice("a", [Endpoint(addresses: [ip("10.244.1.1")])]), slice("b", [Endpoint(addresses: [ip("10.244.1.2")])])])
+        let compilation = RuleCompiler.compile(state, config: config)
+        let map = compilation.ruleset.table(.ip)!.set(Naming.serviceIPs)!
+        let external = map.elements.filter { $0.key.first == .address(ip("192.168.50.100")) }
+        #expect(external.map(\.verdict) == [.goto(Name("external-ns/a/tcp/http")!)])
+        #expect(compilation.problems.contains { $0.object?.name == "b" && $0.message.contains("already used by ns/a:http") })
+    }
+
+    @Test func healthCheckCountsLocalReadyEndpointIPs() {
+        var svc = service("lb", clusterIP: "10.96.0.5", type: .loadBalancer, nodePort: 30005)
+        svc.externalTrafficPolicy = .local
+        svc.healthCheckNodePort = 32000
+        let state = ClusterState(services: [svc], endpointSlices: [slice("lb", [
+            Endpoint(addresses: [ip("10.244.1.1")], nodeName: "node-a"),
+            Endpoint(addresses: [ip("10.244.1.2")], conditions: EndpointConditions(ready: false, serving: true, terminating: true), nodeName: "node-a"),
+            Endpoint(addresses: [ip("10.244.2.1")], nodeName: "node-b"),
+        ])])
+        let checks = RuleCompiler.compile(state, config: config).healthChecks
+        #expect(checks == [HealthCheck(service: svc.ref, nodePort: 32000, localEndpoints: 1)])
+    }
+}
