@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""One client probe for the netns e2e tests.
+
+usage: probe.py tcp|udp|sctp DST_IP DST_PORT [--src IP] [--timeout 1.0] [--count N] [--serial]
+
+Prints one line per attempt, in attempt order:
+  ANSWER <name> <seen-src>  the server answered "<name> <seen-src>"
+  REFUSED                   ECONNREFUSED: TCP RST / SCTP ABORT / ICMP port unreachable
+                            (for UDP: on recv of a connected socket)
+  TIMEOUT                   nothing within --timeout seconds (a DROP)
+  ERROR <what>              anything else (EHOSTUNREACH, ENETUNREACH, EPROTONOSUPPORT, ...)
+Every attempt uses a new socket; all sockets stay open until the end, so every attempt
+gets a distinct source port (hence a fresh conntrack entry). Attempts run concurrently
+(so N drops cost one timeout) unless --serial is given (use it for session affinity).
+"""
+import argparse
+import errno
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+KINDS = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
+         "sctp": (socket.SOCK_STREAM, IPPROTO_SCTP)}
+
+
+def attempt(a, keep):
+    fam = socket.AF_INET6 if ":" in a.dst else socket.AF_INET
+    kind, num = KINDS[a.proto]
+    deadline = time.monotonic() + a.timeout
+    try:
+        s = socket.socket(fam, kind, num)
+    except OSError as e:
+        return "ERROR " + errno.errorcode.get(e.errno, str(e.errno))
+    keep.append(s)
+    try:
+        if a.src:
+            s.bind((a.src, 0))
+        s.settimeout(a.timeout)
+        s.connect((a.dst, a.port))
+        if a.proto == "udp":
+            s.send(b"probe\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            s.settimeout(left)
+            chunk = s.recv(512)
+            data += chunk
+            if not chunk or a.proto == "udp":
+                break
+    except TimeoutError:
+        return "TIMEOUT"
+    except ConnectionRefusedError:
+        return "REFUSED"
+    except OSError as e:
+        return "ERROR " + errno.errorcode.get(e.errno, str(e))
+    words = data.decode(errors="replace").split()
+    if len(words) != 2:
+        return "ERROR bad-answer:" + (repr(data)[2:-1].replace(" ", "_") or "empty")
+    return f"ANSWER {words[0]} {words[1]}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description="probe a TCP/UDP/SCTP destination")
+    ap.add_argument("proto", choices=sorted(KINDS))
+    ap.add_argument("dst")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--src")
+    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--serial", action="store_true")
+    a = ap.parse_args()
+    if a.dst.startswith("[") and a.dst.endswith("]"):
+        a.dst = a.dst[1:-1]
+    keep = []
+    try:
+        if a.serial or a.count == 1:
+            results = [attempt(a, keep) for _ in range(a.count)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(a.count, 64)) as pool:
+                results = list(pool.map(lambda _: attempt(a, keep), range(a.count)))
+    finally:
+        for s in keep:
+            s.close()
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
