@@ -18,6 +18,7 @@ let package = Package(
         .target(name: "NftIR", dependencies: ["ServiceModel"]),
         .target(name: "RuleCompiler", dependencies: ["ServiceModel", "NftIR"]),
         .target(name: "NftText", dependencies: ["NftIR"]),
+        .target(name: "NftExplain", dependencies: ["ServiceModel", "NftIR", "NftText"]),
         .target(
             name: "CNftables",
             path: "CNftables",
@@ -27,7 +28,7 @@ let package = Package(
         .executableTarget(
             name: "nftproxy",
             dependencies: [
-                "ServiceModel", "NftIR", "RuleCompiler", "NftText", "NftNetlink",
+                "ServiceModel", "NftIR", "RuleCompiler", "NftText", "NftExplain", "NftNetlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,2 +1,2 @@
-import CNftables
+internal import CNftables
 import NftIR

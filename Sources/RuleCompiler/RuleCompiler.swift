@@ -32,6 +32,7 @@ public enum RuleCompiler {
         var notes = facts.notes
         var serviceKinds: [(Service, [ServicePortName: [Backend]])] = []
         var healthChecks: [HealthCheck] = []
+        let index = EndpointIndex(state)
         for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
             if service.type == .externalName {
                 notes.append("\(service.ref): type ExternalName, no rules (DNS only)")
@@ -41,7 +42,7 @@ public enum RuleCompiler {
                 notes.append("\(service.ref): headless (clusterIP None), no rules")
                 continue
             }
-            let resolved = state.backends(for: service)
+            let resolved = index.backends(for: service)
             problems += resolved.problems
             serviceKinds.append((service, resolved.ports))
             if service.externalTrafficPolicy == .local && service.healthCheckNodePort != 0 {

@@ -13,7 +13,7 @@ struct NftProxy: ParsableCommand {
             JSON files, or folders of them. Objects that are invalid are skipped and reported; the rest \
             is programmed.
             """,
-        subcommands: [Render.self, Diff.self]
+        subcommands: [Render.self, Diff.self, Explain.self]
     )
 }
 
