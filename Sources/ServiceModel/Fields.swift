@@ -4,8 +4,65 @@
 
 internal import Yams
 
-/// Yams' tree node; `Node` in this module is the Kubernetes Node.
-typealias YAMLNode = Yams.Node
+/// A parsed document, reduced to what the decoders read. Yams' own nodes carry tags, marks and weak
+/// anchors that make every copy costly; converting once keeps field lookups cheap on large states.
+enum YAMLValue: Sendable {
+    /// `quoted` is true for quoted and block scalars, which are always strings; only plain ones can
+    /// be numbers, booleans or null.
+    case scalar(String, quoted: Bool)
+    case list([YAMLValue])
+    /// Entries in document order; a key is nil when it is not a scalar.
+    case map([(key: String?, value: YAMLValue)])
+
+    /// The node count a document may reach per byte of its text. Only alias expansion (a "billion
+    /// laughs" document) can exceed it, and it is refused rather than expanded.
+    static let nodesPerByte = 2
+
+    /// Converts a Yams tree, spending one unit of `budget` per node.
+    init(_ node: Yams.Node, budget: inout Int) throws(YAMLTooLarge) {
+        budget -= 1
+        guard budget >= 0 else { throw YAMLTooLarge() }
+        switch node {
+        case .scalar(let scalar):
+            self = .scalar(scalar.string, quoted: scalar.style != .plain && scalar.style != .any)
+        case .sequence(let sequence):
+            var items: [YAMLValue] = []
+            items.reserveCapacity(sequence.count)
+            for item in sequence { items.append(try YAMLValue(item, budget: &budget)) }
+            self = .list(items)
+        case .mapping(let mapping):
+            var entries: [(key: String?, value: YAMLValue)] = []
+            entries.reserveCapacity(mapping.count)
+            for (key, value) in mapping {
+                entries.append((key.scalar?.string, try YAMLValue(value, budget: &budget)))
+            }
+            self = .map(entries)
+        case .alias:
+            self = .scalar("*alias", quoted: true)  // Yams resolves aliases itself; not reached in practice
+        }
+    }
+
+    /// Every non-empty document in `text`, converted.
+    static func documents(in text: String) throws -> [YAMLValue] {
+        let parser = try Parser(yaml: text, resolver: .basic, encoding: .utf8)
+        var budget = nodesPerByte * text.utf8.count + 16
+        var documents: [YAMLValue] = []
+        while let root = try parser.nextRoot() {
+            documents.append(try YAMLValue(root, budget: &budget))
+        }
+        return documents
+    }
+
+    var isNull: Bool {
+        guard case .scalar(let text, let quoted) = self else { return false }
+        return !quoted && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL")
+    }
+}
+
+/// A document with far more nodes than its size allows, which only alias expansion produces.
+struct YAMLTooLarge: Error, CustomStringConvertible {
+    var description: String { "the document expands to too many nodes (aliases repeated too often)" }
+}
 
 /// One field that could not be read. The decoders turn it into a `Problem` or a `ConfigError`.
 struct FieldError: Error, Hashable {
@@ -14,28 +71,29 @@ struct FieldError: Error, Hashable {
     var message: String
 }
 
-/// A place in a document: the node found there (nil when the field is absent) and its path.
+/// A place in a document: the value found there (nil when the field is absent) and its path.
 ///
 /// YAML `null` (and an empty plain value) counts as absent, as it does for Kubernetes' JSON decoding.
 struct Field {
-    let node: YAMLNode?
+    let node: YAMLValue?
     let path: String
 
-    init(_ node: YAMLNode?, path: String = "") {
+    init(_ node: YAMLValue?, path: String = "") {
         self.node = node
         self.path = path
     }
 
-    var isAbsent: Bool {
-        guard let node else { return true }
-        if case .scalar(let scalar) = node { return scalar.isNull }
+    var isAbsent: Bool { node?.isNull ?? true }
+
+    var isMapping: Bool {
+        if case .map? = node { return true }
         return false
     }
 
     /// An unquoted decimal number, as opposed to a string (for int-or-string fields).
     var isPlainInteger: Bool {
-        guard case .scalar(let scalar)? = node else { return false }
-        return !scalar.isQuoted && parseDecimal(scalar.string) != nil
+        guard case .scalar(let text, quoted: false)? = node else { return false }
+        return parseDecimal(text) != nil
     }
 
     func error(_ message: String) -> FieldError { FieldError(field: path, message: message) }
@@ -46,33 +104,32 @@ struct Field {
         get throws(FieldError) {
             let childPath = path.isEmpty ? key : "\(path).\(key)"
             if isAbsent { return Field(nil, path: childPath) }
-            guard case .mapping(let mapping)? = node else { throw error("expected a mapping, got \(summary)") }
-            // Compare key text ourselves: Yams' own lookup also compares resolved tags.
-            let value = mapping.first { $0.key.scalar?.string == key }?.value
-            return Field(value, path: childPath)
+            guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
+            let index = entries.firstIndex { $0.key == key }
+            return Field(index.map { entries[$0].value }, path: childPath)
         }
     }
 
     /// The keys of a mapping, in document order (empty when absent).
     func keys() throws(FieldError) -> [String] {
         if isAbsent { return [] }
-        guard case .mapping(let mapping)? = node else { throw error("expected a mapping, got \(summary)") }
-        return mapping.map { $0.key.scalar?.string ?? "?" }
+        guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
+        return entries.map { $0.key ?? "?" }
     }
 
     /// The elements of a list, each with its indexed path (empty when absent).
     func list() throws(FieldError) -> [Field] {
         if isAbsent { return [] }
-        guard case .sequence(let sequence)? = node else { throw error("expected a list, got \(summary)") }
-        return sequence.enumerated().map { Field($0.element, path: "\(path)[\($0.offset)]") }
+        guard case .list(let items)? = node else { throw error("expected a list, got \(summary)") }
+        return items.enumerated().map { Field($0.element, path: "\(path)[\($0.offset)]") }
     }
 
     /// Any scalar's text. Numbers and booleans are accepted as text too (`version: 1.0` in labels),
     /// since their spelling is what the user meant.
     func string() throws(FieldError) -> String? {
         if isAbsent { return nil }
-        guard case .scalar(let scalar)? = node else { throw error("expected a string, got \(summary)") }
-        return scalar.string
+        guard case .scalar(let text, _)? = node else { throw error("expected a string, got \(summary)") }
+        return text
     }
 
     /// A string that must be present and non-empty.
@@ -84,10 +141,7 @@ struct Field {
     /// A plain decimal integer. A quoted number is rejected, as the API server rejects it.
     func int() throws(FieldError) -> Int? {
         if isAbsent { return nil }
-        guard case .scalar(let scalar)? = node, !scalar.isQuoted else {
-            throw error("expected an integer, got \(summary)")
-        }
-        guard let value = parseDecimal(scalar.string) else {
+        guard case .scalar(let text, quoted: false)? = node, let value = parseDecimal(text) else {
             throw error("expected an integer, got \(summary)")
         }
         return value
@@ -96,10 +150,8 @@ struct Field {
     /// `true`/`false` (and the YAML 1.1 spellings `yes`/`no`/`on`/`off` that Kubernetes' YAML reader accepts).
     func bool() throws(FieldError) -> Bool? {
         if isAbsent { return nil }
-        guard case .scalar(let scalar)? = node, !scalar.isQuoted else {
-            throw error("expected true or false, got \(summary)")
-        }
-        switch scalar.string.lowercased() {
+        guard case .scalar(let text, quoted: false)? = node else { throw error("expected true or false, got \(summary)") }
+        switch text.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
         default: throw error("expected true or false, got \(summary)")
@@ -109,12 +161,11 @@ struct Field {
     /// A `map[string]string` such as labels or a selector; nil when absent.
     func stringMap() throws(FieldError) -> [String: String]? {
         if isAbsent { return nil }
-        guard case .mapping(let mapping)? = node else { throw error("expected a mapping, got \(summary)") }
+        guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
         var result: [String: String] = [:]
-        for (key, value) in mapping {
-            guard case .scalar(let keyScalar) = key else { throw error("keys must be strings") }
-            let child = Field(value, path: "\(path).\(keyScalar.string)")
-            result[keyScalar.string] = try child.string() ?? ""
+        for (key, value) in entries {
+            guard let key else { throw error("keys must be strings") }
+            result[key] = try Field(value, path: "\(path).\(key)").string() ?? ""
         }
         return result
     }
@@ -126,23 +177,15 @@ struct Field {
         throw error("unknown \(what) \(quoted(text)) (expected \(choices.map(\.key).joinedAsAlternatives))")
     }
 
-    /// A short description of the node for messages: the scalar quoted, or "a list" / "a mapping".
+    /// A short description of the value for messages: the scalar quoted, or "a list" / "a mapping".
     var summary: String {
         switch node {
         case .none: "nothing"
-        case .scalar(let scalar)?: scalar.isQuoted ? quoted(scalar.string) : clipped(scalar.string)
-        case .sequence?: "a list"
-        case .mapping?: "a mapping"
-        case .alias?: "an alias"
+        case .scalar(let text, let quoted)?: quoted ? ServiceModel.quoted(text) : clipped(text)
+        case .list?: "a list"
+        case .map?: "a mapping"
         }
     }
-}
-
-extension YAMLNode.Scalar {
-    /// Quoted and block scalars are always strings; only plain ones can be numbers, booleans or null.
-    var isQuoted: Bool { style != .plain && style != .any }
-
-    var isNull: Bool { !isQuoted && ["", "~", "null", "Null", "NULL"].contains(string) }
 }
 
 /// A decimal integer with an optional sign; no octal, hex, underscores or sexagesimal, which YAML 1.1
@@ -164,7 +207,8 @@ private func clipped(_ text: String) -> String {
 extension Array where Element == String {
     /// `a, b or c`.
     var joinedAsAlternatives: String {
-        count <= 1 ? joined() : dropLast().joined(separator: ", ") + " or " + last!
+        guard count > 1, let last else { return joined() }
+        return dropLast().joined(separator: ", ") + " or " + last
     }
 }
 

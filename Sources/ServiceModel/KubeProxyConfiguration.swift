@@ -1,8 +1,6 @@
 /// Reading a kube-proxy `KubeProxyConfiguration` file (`--config`), so a kube-proxy user's
 /// settings carry over. The value parsers are public so the CLI validates flags the same way.
 
-internal import Yams
-
 extension NodeConfig {
     /// Applies a `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration` on top of `base`.
     ///
@@ -13,13 +11,9 @@ extension NodeConfig {
     public static func decodeKubeProxyConfiguration(
         _ text: String, base: NodeConfig
     ) throws(ConfigError) -> (config: NodeConfig, notes: [String]) {
-        var documents: [Field] = []
+        let documents: [Field]
         do {
-            let parser = try Parser(yaml: text, resolver: .basic, encoding: .utf8)
-            while let root = try parser.nextRoot() {
-                let document = Field(root)
-                if !document.isAbsent { documents.append(document) }
-            }
+            documents = try YAMLValue.documents(in: text).map { Field($0) }.filter { !$0.isAbsent }
         } catch {
             throw ConfigError(field: "--config", message: "not valid YAML: \(describeYAMLError(error))")
         }
@@ -174,7 +168,7 @@ extension NodeConfig {
     ]
 
     private mutating func apply(_ root: Field, notes: inout [String]) throws(FieldError) {
-        guard case .mapping? = root.node else {
+        guard root.isMapping else {
             throw FieldError(field: "--config", message: "expected a KubeProxyConfiguration mapping, got \(root.summary)")
         }
         let apiVersion = try root["apiVersion"].string() ?? ""
@@ -258,11 +252,9 @@ extension NodeConfig {
 
     /// kube-proxy's local-traffic detectors; nftproxy has the ClusterCIDR one only.
     private func applyDetectLocalMode(_ field: Field, notes: inout [String]) throws(FieldError) {
-        let mode = try field.oneOf(
-            ["": "", "ClusterCIDR": "ClusterCIDR", "NodeCIDR": "NodeCIDR", "BridgeInterface": "BridgeInterface",
-             "InterfaceNamePrefix": "InterfaceNamePrefix"],
-            what: "detectLocalMode")
-        if let mode, !mode.isEmpty, mode != "ClusterCIDR" {
+        guard try !(field.string() ?? "").isEmpty else { return }
+        let modes = ["ClusterCIDR": true, "NodeCIDR": false, "BridgeInterface": false, "InterfaceNamePrefix": false] as KeyValuePairs
+        if try field.oneOf(modes, what: "detectLocalMode") == false, let mode = try field.string() {
             notes.append("detectLocalMode \(mode) is not supported, ignored: local traffic is detected by clusterCIDR")
         }
     }

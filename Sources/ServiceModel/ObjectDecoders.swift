@@ -95,7 +95,11 @@ enum ObjectDecoder {
             let targetPort = try Self.targetPort(entry["targetPort"]) ?? .number(port)
             let nodePort = try entry["nodePort"].port(allowZero: true) ?? 0
             // Duplicates would give two verdict-map elements with one key: the kernel rejects the batch.
-            for key in [name.isEmpty ? nil : "name \(quoted(name))", "port \(port)/\(proto.rawValue)"].compactMap({ $0 }) {
+            let keys = [
+                name.isEmpty ? nil : "name \(quoted(name))", "port \(port)/\(proto.rawValue)",
+                nodePort == 0 ? nil : "nodePort \(nodePort)/\(proto.rawValue)",
+            ]
+            for key in keys.compactMap({ $0 }) {
                 if let first = seen[key] { throw entry.error("duplicate \(key) (also \(first))") }
                 seen[key] = entry.path
             }
@@ -112,7 +116,11 @@ enum ObjectDecoder {
             let number = try field.required(field.port(allowZero: true))
             return number == 0 ? nil : .number(number)
         }
-        return .name(try field.required(field.name(.portName)))
+        let name = try field.required(field.name(.portName))
+        if parseDecimal(name) != nil {
+            throw field.error("\(quoted(name)) is a quoted number: write it unquoted for a port number, or use a container port name")
+        }
+        return .name(name)
     }
 
     /// `status.loadBalancer.ingress`; hostname-only entries are left out (no rules for them).

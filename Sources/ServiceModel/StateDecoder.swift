@@ -5,8 +5,6 @@
 /// validated here, before any rule exists: a malformed one is left out whole and reported as a
 /// `Problem` naming the object, the document and the field; everything else still decodes.
 
-internal import Yams
-
 public enum StateDecoder {
     /// Decodes multi-document YAML, JSON, `kind: List` (or any `…List`) and single objects.
     ///
@@ -17,8 +15,7 @@ public enum StateDecoder {
         for document in YAMLDocument.split(text) {
             let location = "\(source), document \(document.number)"
             do {
-                let parser = try Parser(yaml: document.text, resolver: .basic, encoding: .utf8)
-                while let root = try parser.nextRoot() {
+                for root in try YAMLValue.documents(in: document.text) {
                     builder.add(Field(root), source: location)
                 }
             } catch {
@@ -42,26 +39,34 @@ struct YAMLDocument {
     var number: Int
 
     static func split(_ text: String) -> [YAMLDocument] {
+        // Lines are found in UTF-8 so that "\r\n" (one Character in Swift) still ends a line.
+        let bytes = text.utf8
         var documents: [YAMLDocument] = []
-        var lines: [Substring] = []
+        var start = bytes.startIndex  // of the current document
         var firstLine = 0
         var hasContent = false
-        func close() {
+        var lineStart = bytes.startIndex
+        var lineNumber = 0
+        func close(at end: String.Index) {
             guard hasContent else { return }
-            documents.append(YAMLDocument(text: lines.joined(separator: "\n"), firstLine: firstLine, number: documents.count + 1))
+            documents.append(YAMLDocument(text: String(Substring(bytes[start..<end])), firstLine: firstLine, number: documents.count + 1))
         }
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        while true {
+            let lineEnd = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
+            let line = Substring(bytes[lineStart..<lineEnd])
             // A marker after only blank lines, comments and directives belongs to the same document.
             if isDocumentStart(line) && hasContent {
-                close()
-                lines = []
-                firstLine = index
+                close(at: lineStart)
+                start = lineStart
+                firstLine = lineNumber
                 hasContent = false
             }
-            lines.append(line)
             hasContent = hasContent || isContent(line)
+            lineNumber += 1
+            guard lineEnd < bytes.endIndex else { break }
+            lineStart = bytes.index(after: lineEnd)
         }
-        close()
+        close(at: bytes.endIndex)
         return documents
     }
 
@@ -94,7 +99,7 @@ private struct StateBuilder {
     /// apiVersion: API-server lists leave them out of each item.
     mutating func add(_ object: Field, source: String, listKind: (kind: String, apiVersion: String)? = nil) {
         if object.isAbsent { return }  // an empty document, e.g. after a trailing `---`
-        guard case .mapping? = object.node else {
+        guard object.isMapping else {
             report(nil, source, nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
             return
         }
@@ -117,28 +122,28 @@ private struct StateBuilder {
         }
         switch (kind, apiVersion) {
         case ("Service", "v1"):
-            if let service = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.service) {
+            if let service = decode(object, kind: kind, scope: .namespaced, source: source, ObjectDecoder.service) {
                 state.services.append(service)
             }
         case ("EndpointSlice", "discovery.k8s.io/v1"):
-            if let slice = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.endpointSlice) {
+            if let slice = decode(object, kind: kind, scope: .namespaced, source: source, ObjectDecoder.endpointSlice) {
                 state.endpointSlices.append(slice)
             }
         case ("Pod", "v1"):
-            if let pod = decode(object, kind: kind, namespaced: true, source: source, ObjectDecoder.pod) {
+            if let pod = decode(object, kind: kind, scope: .namespaced, source: source, ObjectDecoder.pod) {
                 state.pods.append(pod)
             }
         case ("Node", "v1"):
-            if let node = decode(object, kind: kind, namespaced: false, source: source, ObjectDecoder.node) {
+            if let node = decode(object, kind: kind, scope: .cluster, source: source, ObjectDecoder.node) {
                 state.nodes.append(node)
             }
         case ("ServiceCIDR", "networking.k8s.io/v1"):
-            if let serviceCIDR = decode(object, kind: kind, namespaced: false, source: source, ObjectDecoder.serviceCIDR) {
+            if let serviceCIDR = decode(object, kind: kind, scope: .cluster, source: source, ObjectDecoder.serviceCIDR) {
                 state.serviceCIDRs.append(serviceCIDR)
             }
         default:
             let version = apiVersion.isEmpty ? "no apiVersion" : "apiVersion \(apiVersion)"
-            report(Self.ref(of: object, kind: kind, namespaced: true), source, nil,
+            report(Self.ref(of: object, kind: kind, scope: .unknown), source, nil,
                    "unknown kind \(kind) (\(version)), ignored", skipped: false)
         }
     }
@@ -154,17 +159,18 @@ private struct StateBuilder {
         // `ServiceList` items carry no kind; a plain `List` (what kubectl prints) names each one.
         let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
         for (index, item) in items.enumerated() {
-            add(item, source: "\(source), items[\(index)]", listKind: itemKind)
+            // Field paths start afresh in each item; the source names the item.
+            add(Field(item.node), source: "\(source), items[\(index)]", listKind: itemKind)
         }
     }
 
     /// Runs one kind's decoder, turning its failure into a `Problem` about the object and its notes
     /// into `skipped: false` problems. A decoder returns nil for an object it ignores on purpose.
     private mutating func decode<Object>(
-        _ object: Field, kind: String, namespaced: Bool, source: String,
+        _ object: Field, kind: String, scope: Scope, source: String,
         _ decoder: (Field, inout [FieldError]) throws(FieldError) -> Object?
     ) -> Object? {
-        let ref = Self.ref(of: object, kind: kind, namespaced: namespaced)
+        let ref = Self.ref(of: object, kind: kind, scope: scope)
         var notes: [FieldError] = []
         do throws(FieldError) {
             let decoded = try decoder(object, &notes)
@@ -178,12 +184,26 @@ private struct StateBuilder {
         }
     }
 
+    /// Where a kind's objects live, which decides the namespace a problem names.
+    private enum Scope {
+        /// Namespaced: a missing namespace means `default`, as for `kubectl apply`.
+        case namespaced
+        /// Cluster-scoped (Node, ServiceCIDR): no namespace.
+        case cluster
+        /// A kind this decoder does not know: the namespace as written.
+        case unknown
+    }
+
     /// The object's identity as far as it can be read, for naming it in a problem.
-    private static func ref(of object: Field, kind: String, namespaced: Bool) -> ObjectRef {
+    private static func ref(of object: Field, kind: String, scope: Scope) -> ObjectRef {
         func text(_ key: String) -> String {
             ((try? object["metadata"][key].string()) ?? nil) ?? ""
         }
-        let namespace = text("namespace")
-        return ObjectRef(kind: kind, namespace: namespaced ? (namespace.isEmpty ? "default" : namespace) : "", name: text("name"))
+        let namespace = switch scope {
+        case .namespaced: text("namespace").isEmpty ? "default" : text("namespace")
+        case .cluster: ""
+        case .unknown: text("namespace")
+        }
+        return ObjectRef(kind: kind, namespace: namespace, name: text("name"))
     }
 }

@@ -7,7 +7,8 @@ enum NameRule {
     case label
     /// DNS-1123 subdomain: Pod, Node, EndpointSlice and ServiceCIDR names (at most 253 characters).
     case subdomain
-    /// A port name: at most 15 characters, so chain names stay within the kernel's limit.
+    /// A Service or EndpointSlice port name: a DNS-1123 label (at most 63 characters). The longest
+    /// chain name this allows, `external-` + ns/name/proto/port, is 205 bytes: within NFT_NAME_MAXLEN.
     case portName
 
     /// Why `name` breaks the rule, or nil when it is valid.
@@ -17,7 +18,7 @@ enum NameRule {
             if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
             if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid name: \(Self.labelHint)" }
         case .portName:
-            if name.utf8.count > 15 { return "\(quoted(name)) is longer than 15 characters" }
+            if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
             if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid port name: \(Self.labelHint)" }
         case .subdomain:
             if name.utf8.count > 253 { return "\(quoted(name)) is longer than 253 characters" }

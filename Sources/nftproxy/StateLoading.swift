@@ -57,17 +57,11 @@ struct NodeOptions: ParsableArguments {
                     return ip
                 }
             }
-            if let clusterCIDR { config.clusterCIDRs = try cidrs(clusterCIDR, field: "--cluster-cidr") }
+            if let clusterCIDR { config.clusterCIDRs = try NodeConfig.parseClusterCIDRs(clusterCIDR, field: "--cluster-cidr") }
             if let serviceCIDR { config.serviceCIDRs = try cidrs(serviceCIDR, field: "--service-cidr") }
             if let nodePortAddresses {
-                config.nodePortAddresses = try nodePortAddresses.split(separator: ",").map { item in
-                    let text = item.trimmingCharacters(in: .whitespaces)
-                    if text == "primary" { return .primary }
-                    guard let cidr = CIDR(text) else {
-                        throw ConfigError(field: "--nodeport-addresses", message: "\"\(text)\" is neither `primary` nor a CIDR")
-                    }
-                    return .cidr(cidr)
-                }
+                config.nodePortAddresses = try NodeConfig.parseNodePortAddresses(
+                    nodePortAddresses.split(separator: ",").map(String.init), field: "--nodeport-addresses")
             }
             if masqueradeAll { config.masqueradeAll = true }
             if let masqueradeBit {
@@ -76,8 +70,6 @@ struct NodeOptions: ParsableArguments {
                 }
                 config.masqueradeBit = masqueradeBit
             }
-        } catch let error as ConfigError {
-            throw ValidationError(error.description)
         }
         return config
     }
@@ -100,7 +92,7 @@ enum StateLoader {
                 do {
                     text = try String(contentsOfFile: file, encoding: .utf8)
                 } catch {
-                    throw ValidationError("cannot read STATE file \(file): \(error.localizedDescription)")
+                    throw CommandFailure("cannot read STATE file \(file): \(error.localizedDescription)")
                 }
                 state.merge(StateDecoder.decode(text, source: file))
             }
@@ -111,7 +103,7 @@ enum StateLoader {
     private static func files(at path: String) throws -> [String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("STATE path \(path) does not exist")
+            throw CommandFailure("STATE path \(path) does not exist")
         }
         guard isDirectory.boolValue else { return [path] }
         guard let walker = FileManager.default.enumerator(atPath: path) else { return [] }
@@ -132,6 +124,12 @@ func compileState(_ paths: [String], options: NodeOptions) throws -> Compilation
     let compilation = RuleCompiler.compile(state, config: config)
     for problem in compilation.problems { warn(problem.description) }
     return compilation
+}
+
+/// A runtime failure the user can act on: printed as one line, exit status 2.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 func warn(_ message: String) {

@@ -81,6 +81,12 @@ func header(_ compilation: Compilation) -> [String] {
 do {
     var command = try NftProxy.parseAsRoot()
     try command.run()
+} catch let error as ConfigError {
+    warn(error.description)
+    NftProxy.exit(withError: ExitCode(2))
+} catch let error as CommandFailure {
+    warn(error.description)
+    NftProxy.exit(withError: ExitCode(2))
 } catch {
     let code = NftProxy.exitCode(for: error)
     if code == .success || code.rawValue == 1 && error is ExitCode {
