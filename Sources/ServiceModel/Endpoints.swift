@@ -7,9 +7,10 @@ extension ClusterState {
     /// Scans the whole state; to look up every service, build an `EndpointIndex` once instead.
     public func backends(for service: Service) -> (ports: [ServicePortName: [Backend]], problems: [Problem]) {
         let slices = endpointSlices.filter { $0.namespace == service.namespace && $0.serviceName == service.name }
+        let fromPods = slices.isEmpty && !servicesWithSlices.contains("\(service.namespace)/\(service.name)")
         let sources = EndpointSources(
             slices: slices,
-            pods: slices.isEmpty ? pods.filter { $0.namespace == service.namespace } : [],
+            pods: fromPods ? pods.filter { $0.namespace == service.namespace } : [],
             zoneOfNode: { nodeNamed($0)?.zone })
         return sources.backends(for: service)
     }
@@ -26,12 +27,14 @@ public struct EndpointIndex: Sendable {
     private let slicesByService: [ServiceKey: [EndpointSlice]]
     private let podsByNamespace: [String: [Pod]]
     private let zonesByNode: [String: String]
+    private let servicesWithSlices: Set<String>
 
     public init(_ state: ClusterState) {
         slicesByService = Dictionary(grouping: state.endpointSlices) {
             ServiceKey(namespace: $0.namespace, name: $0.serviceName)
         }
         podsByNamespace = Dictionary(grouping: state.pods, by: \.namespace)
+        servicesWithSlices = state.servicesWithSlices
         var zones: [String: String] = [:]
         for node in state.nodes where zones[node.name] == nil {
             zones[node.name] = node.zone
@@ -42,9 +45,10 @@ public struct EndpointIndex: Sendable {
     /// The same answer as `ClusterState.backends(for:)`.
     public func backends(for service: Service) -> (ports: [ServicePortName: [Backend]], problems: [Problem]) {
         let slices = slicesByService[ServiceKey(namespace: service.namespace, name: service.name)] ?? []
+        let fromPods = slices.isEmpty && !servicesWithSlices.contains("\(service.namespace)/\(service.name)")
         let sources = EndpointSources(
             slices: slices,
-            pods: slices.isEmpty ? podsByNamespace[service.namespace] ?? [] : [],
+            pods: fromPods ? podsByNamespace[service.namespace] ?? [] : [],
             zoneOfNode: { zonesByNode[$0] })
         return sources.backends(for: service)
     }

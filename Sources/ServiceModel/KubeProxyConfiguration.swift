@@ -234,9 +234,11 @@ extension NodeConfig {
         let syncField = try nftables["syncPeriod"]
         let minSyncField = try nftables["minSyncPeriod"]
         if let text = try syncField.string() {
-            syncPeriod = try fieldValue { () throws(ConfigError) in
-                try Self.parsePeriod(text, field: syncField.path, allowZero: false)
+            // kubeadm writes `0s` for "not set": kube-proxy then uses the default.
+            let value = try fieldValue { () throws(ConfigError) in
+                try Self.parsePeriod(text, field: syncField.path, allowZero: true)
             }
+            if value > 0 { syncPeriod = value }
         }
         if let text = try minSyncField.string() {
             minSyncPeriod = try fieldValue { () throws(ConfigError) in

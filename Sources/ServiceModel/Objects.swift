@@ -354,6 +354,9 @@ public struct ClusterState: Sendable, Hashable {
     public var nodes: [Node]
     public var serviceCIDRs: [ServiceCIDR]
     public var problems: [Problem]
+    /// `namespace/name` of every Service that some EndpointSlice in the input names, including
+    /// slices skipped as invalid: such a Service never falls back to endpoints from Pods.
+    public var servicesWithSlices: Set<String> = []
 
     public init(
         services: [Service] = [], endpointSlices: [EndpointSlice] = [], pods: [Pod] = [], nodes: [Node] = [],
@@ -375,5 +378,6 @@ public struct ClusterState: Sendable, Hashable {
         nodes += other.nodes
         serviceCIDRs += other.serviceCIDRs
         problems += other.problems
+        servicesWithSlices.formUnion(other.servicesWithSlices)
     }
 }

@@ -126,6 +126,12 @@ private struct StateBuilder {
                 state.services.append(service)
             }
         case ("EndpointSlice", "discovery.k8s.io/v1"):
+            // Remember the owner even if the slice turns out invalid: its Service must not
+            // silently fall back to endpoints derived from Pods.
+            if let owner = try? object["metadata"]["labels"]["kubernetes.io/service-name"].string() {
+                let namespace = (try? object["metadata"]["namespace"].string()) ?? nil
+                state.servicesWithSlices.insert("\(namespace ?? "default")/\(owner)")
+            }
             if let slice = decode(object, kind: kind, scope: .namespaced, source: source, ObjectDecoder.endpointSlice) {
                 state.endpointSlices.append(slice)
             }

@@ -18,6 +18,8 @@ enum NameRule {
             if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
             if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid name: \(Self.labelHint)" }
         case .portName:
+            // kubectl prints an unnamed port as `name: ""`: that is no name, not a bad one.
+            if name.isEmpty { return nil }
             if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
             if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid port name: \(Self.labelHint)" }
         case .subdomain:

@@ -184,6 +184,56 @@ import Testing
         #expect(state.nodeNamed("node-c") == nil)
     }
 
+    /// kubectl prints an unnamed port as `name: ""`; such a slice is valid and serves the unnamed service port.
+    @Test func unnamedSlicePortAsKubectlPrintsIt() throws {
+        let state = StateDecoder.decode("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web, namespace: shop}
+            spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{name: "", port: 80, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: web-x, namespace: shop, labels: {kubernetes.io/service-name: web}}
+            addressType: IPv4
+            endpoints: [{addresses: [10.244.1.9]}]
+            ports: [{name: "", port: 8080, protocol: TCP}]
+            """, source: "unnamed.yaml")
+        #expect(state.problems.isEmpty, "\(state.problems)")
+        let service = try #require(state.services.first)
+        let key = ServicePortName(namespace: "shop", name: "web", port: "", protocol: .tcp)
+        #expect(state.backends(for: service).ports[key]?.map(\.description) == ["10.244.1.9:8080"])
+    }
+
+    /// A Service whose only EndpointSlice is invalid gets no endpoints, not endpoints from Pods
+    /// the slice never listed.
+    @Test func anInvalidSliceStillStopsThePodFallback() throws {
+        let state = StateDecoder.decode("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web, namespace: shop}
+            spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: web-x, namespace: shop, labels: {kubernetes.io/service-name: web}}
+            addressType: IPv4
+            endpoints: [{addresses: [10.244.1.300]}]
+            ports: [{port: 8080}]
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: web-0, namespace: shop, labels: {app: web}}
+            status: {podIP: 10.244.0.11, conditions: [{type: Ready, status: "True"}]}
+            """, source: "bad-slice.yaml")
+        #expect(state.endpointSlices.isEmpty)
+        #expect(state.problems.contains { $0.object?.kind == "EndpointSlice" && $0.skipped })
+        let service = try #require(state.services.first)
+        let key = ServicePortName(namespace: "shop", name: "web", port: "", protocol: .tcp)
+        #expect(state.backends(for: service).ports[key] == [])
+        #expect(EndpointIndex(state).backends(for: service).ports[key] == [])
+    }
+
     /// The whole path: STATE text with plain Pods, decoded, then joined.
     @Test func decodedPodsGiveBackends() throws {
         let state = StateDecoder.decode("""

@@ -141,7 +141,7 @@ import Testing
         Invalid(yaml: "nftables: {masqueradeBit: 32}", field: "nftables.masqueradeBit", message: "32 is out of range 0-31"),
         Invalid(yaml: "nftables: {masqueradeBit: -1}", field: "nftables.masqueradeBit", message: "-1 is out of range 0-31"),
         Invalid(yaml: "nftables: {masqueradeBit: fourteen}", field: "nftables.masqueradeBit", message: "expected an integer, got fourteen"),
-        Invalid(yaml: "nftables: {syncPeriod: 0s}", field: "nftables.syncPeriod", message: "\"0s\" must be greater than zero"),
+        Invalid(yaml: "nftables: {syncPeriod: -5s}", field: "nftables.syncPeriod", message: "\"-5s\" must be zero or more"),
         Invalid(yaml: "nftables: {syncPeriod: 30}", field: "nftables.syncPeriod",
                 message: "\"30\" is not a duration; use Go syntax such as 30s, 1m0s, 2h22m or 500ms"),
         Invalid(yaml: "nftables: {minSyncPeriod: -1s}", field: "nftables.minSyncPeriod", message: "\"-1s\" must be zero or more"),
@@ -189,5 +189,13 @@ import Testing
         }
         #expect((try? NodeConfig.parseClusterCIDRs("10.244.0.0/16,fd00::/64", field: "--cluster-cidr")) == [CIDR("10.244.0.0/16")!, CIDR("fd00::/64")!])
         #expect((try? NodeConfig.validateHostPort("[fd00::1]:9000", field: "--healthz-bind-address")) != nil)
+    }
+
+    /// kubeadm's ConfigMap writes `syncPeriod: 0s` for "not set"; kube-proxy then uses 30s.
+    @Test func zeroSyncPeriodMeansTheDefault() throws {
+        let text = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nnftables: {syncPeriod: 0s, minSyncPeriod: 0s}\n"
+        let config = try NodeConfig.decodeKubeProxyConfiguration(text, base: NodeConfig()).config
+        #expect(config.syncPeriod == 30)
+        #expect(config.minSyncPeriod == 0)
     }
 }
