@@ -189,7 +189,10 @@ struct TableBuilder {
             if lists.hasAny && externallyReachable {
                 chains.append(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
             }
-            for backend in lists.cluster + lists.local { hairpin.insert(backend.address) }
+            // Only an endpoint on this node (or of unknown node) can send through this node to itself.
+            for backend in lists.cluster + lists.local where backend.nodeName == nil || backend.nodeName == facts.nodeName {
+                hairpin.insert(backend.address)
+            }
         }
     }
 
