@@ -9,6 +9,11 @@ Prints one line per attempt, in attempt order:
                             (for UDP: on recv of a connected socket)
   TIMEOUT                   nothing within --timeout seconds (a DROP)
   ERROR <what>              anything else (EHOSTUNREACH, ENETUNREACH, EPROTONOSUPPORT, ...)
+TCP and SCTP sockets set IP_RECVERR / IPV6_RECVERR: an ICMP error that arrives while connect()
+still holds the socket lock (a reject on the same host answers that fast, seen with IPv6)
+only sets the socket's soft error, and without RECVERR nothing wakes connect() until the SYN
+is retransmitted ~1 s later, so a reject would look like a TIMEOUT. With it the error is
+queued, connect() wakes at once and reports ECONNREFUSED.
 Every attempt uses a new socket; all sockets stay open until the end, so every attempt
 gets a distinct source port (hence a fresh conntrack entry). Attempts run concurrently
 (so N drops cost one timeout) unless --serial is given (use it for session affinity).
@@ -21,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 KINDS = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
          "sctp": (socket.SOCK_STREAM, IPPROTO_SCTP)}
 
@@ -35,6 +42,11 @@ def attempt(a, keep):
         return "ERROR " + errno.errorcode.get(e.errno, str(e.errno))
     keep.append(s)
     try:
+        if kind == socket.SOCK_STREAM:
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         if a.src:
             s.bind((a.src, 0))
         s.settimeout(a.timeout)

@@ -222,8 +222,9 @@ flush_conntrack() {
 
 # apply_rules FILE|-: load an nft script into the node namespace. Conntrack is flushed
 # afterwards (stale UDP entries would bypass the new rules) unless NP_KEEP_CONNTRACK=1.
+# Returns nft's status even where errexit is off (e.g. `apply_rules F || ...`).
 apply_rules() {
-    nsexec node nft -f "$1"
+    nsexec node nft -f "$1" || return
     [[ -n ${NP_KEEP_CONNTRACK:-} ]] || flush_conntrack
 }
 
