@@ -41,5 +41,6 @@ let package = Package(
         .testTarget(name: "NftTextTests", dependencies: ["NftIR", "NftText"]),
         // Needs root: each test works in a fresh network namespace that it removes.
         .testTarget(name: "KernelTests", dependencies: ["ServiceModel", "NftIR", "RuleCompiler", "NftText"]),
+        .testTarget(name: "NftNetlinkTests", dependencies: ["NftNetlink", "NftIR", "NftText", "ServiceModel", "RuleCompiler"]),
     ]
 )

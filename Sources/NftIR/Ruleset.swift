@@ -68,6 +68,10 @@ public struct Priority: Sendable, Hashable, CustomStringConvertible {
 
     public var value: Int32 { keyword.value + offset }
 
+    /// The kernel keeps only the number: `filter + 50` and `security` are the same priority.
+    public static func == (lhs: Priority, rhs: Priority) -> Bool { lhs.value == rhs.value }
+    public func hash(into hasher: inout Hasher) { hasher.combine(value) }
+
     public var description: String {
         offset == 0 ? keyword.rawValue : offset > 0 ? "\(keyword.rawValue) + \(offset)" : "\(keyword.rawValue) - \(-offset)"
     }

@@ -85,11 +85,13 @@ public struct Transaction: Sendable, Hashable {
 
     private static func needsReplacement(_ old: Table, _ new: Table) -> Bool {
         if old.comment != new.comment { return true }
+        let oldSets = Dictionary(old.sets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let oldBases = Dictionary(old.chains.map { ($0.name, $0.base) }, uniquingKeysWith: { a, _ in a })
         for set in new.sets {
-            if let before = old.set(set.name), before.withoutElements != set.withoutElements { return true }
+            if let before = oldSets[set.name], before.withoutElements != set.withoutElements { return true }
         }
         for chain in new.chains {
-            if let before = old.chain(chain.name), before.base != chain.base { return true }
+            if let before = oldBases[chain.name], before != chain.base { return true }
         }
         return false
     }
@@ -121,9 +123,10 @@ public struct Transaction: Sendable, Hashable {
         ops += removedChains.filter { !$0.rules.isEmpty }.map { .flushChain(ref, $0.name) }
         for chain in rewritten { ops += chain.rules.map { .addRule(ref, chain: chain.name, $0) } }
 
+        let oldSets = Dictionary(old.sets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var additions: [Operation] = []
         for set in new.sets {
-            guard let before = old.set(set.name) else {
+            guard let before = oldSets[set.name] else {
                 if !set.elements.isEmpty { additions.append(.addElements(ref, set: set.name, set.elements)) }
                 continue
             }

@@ -1,2 +1,123 @@
 internal import CNftables
 import NftIR
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The kernel backend: lowers a transaction into one atomic nfnetlink batch through libnftnl,
+/// and reads nftproxy's own tables back into the IR.
+///
+/// Each call opens its own NETLINK_NETFILTER socket (in `netnsPath`'s network namespace when
+/// given, else the caller's), so the value is freely shareable across threads.
+public struct NetlinkBackend: RulesetBackend {
+    /// A network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`); nil = the current one.
+    public let netnsPath: String?
+
+    public init(netnsPath: String? = nil) {
+        self.netnsPath = netnsPath
+    }
+
+    /// Applies `transaction` as one batch: BATCH_BEGIN carrying the generation id read just
+    /// before sending, one message per object (elements split at the 64 KiB attribute limit),
+    /// BATCH_END. The kernel commits all of it or none of it.
+    ///
+    /// - Throws: `BackendError` with the kernel's errno and text, and the operation whose
+    ///   message the kernel refused; ERESTART when another writer committed in between.
+    public func apply(_ transaction: Transaction) throws(BackendError) {
+        try apply(transaction, generation: nil)
+    }
+
+    /// `apply`, with the generation id to send given (tests use it to stand in for a concurrent writer).
+    func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?) throws(BackendError) {
+        guard !transaction.isEmpty else { return }
+        let socket = try NetlinkSocket(netnsPath: netnsPath)
+        let batch = try Batch(firstSeq: socket.nextSeq())
+        var setID: UInt32 = 1
+        for (index, operation) in transaction.operations.enumerated() {
+            do {
+                try Writer.add(operation, index: index, to: batch, nextSetID: &setID)
+            } catch {
+                throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
+            }
+        }
+        try batch.end()
+        _ = socket.reserveSeqs(batch.messageCount - 1)
+
+        // Only errors are acknowledged (plus BATCH_END on kernels ≥ 6.10), so a receive buffer
+        // of 1 KiB per message holds every ack even if every message fails (nft's sizing).
+        socket.setBuffer(send: false, bytes: min(max(batch.messageCount * 1024, 256 * 1024), 1 << 30))
+        let generation: UInt32
+        if let fixedGeneration { generation = fixedGeneration } else { generation = try socket.generation() }
+        batch.setGeneration(generation)
+        _ = try batch.send(on: socket)
+        try readAcks(socket, batch, transaction)
+    }
+
+    /// The kernel processes the batch inside sendmsg, so every ack is queued when it returns:
+    /// drain without blocking until the queue is empty.
+    private func readAcks(_ socket: NetlinkSocket, _ batch: Batch, _ transaction: Transaction) throws(BackendError) {
+        var errors: [Ack] = []
+        var overrun = false
+        drain: while true {
+            switch try socket.receive(blocking: false) {
+            case .empty: break drain
+            case .overrun: overrun = true
+            case .messages(let messages):
+                for message in messages where message.pointee.nlmsg_pid == socket.portID {
+                    if let ack = Ack(message), ack.errno != 0 { errors.append(ack) }
+                }
+            }
+        }
+        guard let first = errors.first else {
+            if overrun {
+                // Only errors are acked, so lost acks mean the batch failed.
+                throw BackendError(errno: ENOBUFS, message: "the kernel refused the batch, but its errors were lost (netlink receive buffer overrun)")
+            }
+            return
+        }
+        if first.seq == batch.beginSeq && first.errno == ERESTART {
+            throw BackendError(errno: ERESTART, message: "the ruleset changed concurrently (another process committed after generation was read); nothing was applied")
+        }
+        var message = "the kernel refused the batch, nothing was applied: \(errorText(first.errno))"
+        if let text = first.text, !text.isEmpty { message += " (\(text))" }
+        if errors.count > 1 { message += "; \(errors.count - 1) more message(s) failed" }
+        if overrun { message += "; further errors were lost" }
+        let operation = batch.owner(of: first.seq).map { transaction.operations[$0] }
+        throw BackendError(errno: first.errno, operation: operation, message: message)
+    }
+
+    /// Reads the named tables; absent ones are left out. Only these tables are requested: the
+    /// table, its sets, each set's elements and each chain's rules by name. Chains are the one
+    /// dump the kernel cannot filter by table (6.18 ignores NFTA_CHAIN_TABLE there), so the
+    /// family's chain headers arrive and those of other tables are dropped on receipt.
+    /// Elements are returned in key order, everything else in kernel order.
+    public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
+        let socket = try NetlinkSocket(netnsPath: netnsPath)
+        let reader = TableReader(socket: socket)
+        var lastError: BackendError?
+        for _ in 0..<5 {
+            do {
+                let before = try socket.generation()
+                var ruleset = Ruleset()
+                for ref in tables {
+                    if let table = try reader.read(ref) { ruleset.tables.append(table) }
+                }
+                // A commit while reading may have mixed two generations: read again.
+                if try socket.generation() == before { return ruleset }
+                lastError = BackendError(errno: EINTR, message: "the ruleset changed while it was being read")
+            } catch where error.errno == EINTR {
+                lastError = error
+            }
+        }
+        throw lastError ?? BackendError(errno: EINTR, message: "the ruleset kept changing while it was being read")
+    }
+
+    /// Whether `error` means the process may not program nf_tables here (no CAP_NET_ADMIN in
+    /// the namespace's user namespace, or no access to the namespace file), so the CLI can say
+    /// so in one line instead of blaming an operation.
+    public static func isNotPermitted(_ error: BackendError) -> Bool {
+        error.errno == EPERM || error.errno == EACCES
+    }
+}

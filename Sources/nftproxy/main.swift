@@ -2,6 +2,7 @@ import ArgumentParser
 import NftIR
 import NftText
 import RuleCompiler
+import NftExplain
 import ServiceModel
 
 struct NftProxy: ParsableCommand {
@@ -13,7 +14,7 @@ struct NftProxy: ParsableCommand {
             JSON files, or folders of them. Objects that are invalid are skipped and reported; the rest \
             is programmed.
             """,
-        subcommands: [Render.self, Diff.self, Explain.self]
+        subcommands: [Render.self, Diff.self, Apply.self, Explain.self, Cleanup.self]
     )
 }
 
@@ -40,10 +41,13 @@ struct Render: ParsableCommand {
 
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the nft commands that turn one cluster state into another.",
+        abstract: "Show what would change, per service: kernel → STATE, or --from STATE → --to STATE.",
         discussion: """
-            Prints the minimal transaction (add, flush, delete) from --from STATE to --to STATE. \
-            Exit status: 0 when nothing changes, 1 when something does, 2 on error (like diff(1)).
+            With STATE alone, compares nftproxy's tables in the kernel (root) with what STATE produces. \
+            With --from and --to, compares two states (no root). Changes are grouped per service \
+            (destinations, backends, chains); --nft prints the exact nft commands instead, which \
+            `nft -f` can replay. Exit status: 0 when nothing changes, 1 when something does, 2 on \
+            error (like diff(1)), so it can gate a pipeline.
             """
     )
 
@@ -55,15 +59,37 @@ struct Diff: ParsableCommand {
     @Option(name: .customLong("to"), parsing: .upToNextOption, help: ArgumentHelp("The state to move to.", valueName: "state"))
     var to: [String] = []
 
+    @Flag(help: "Print the raw nft transaction instead of the per-service summary.")
+    var nft = false
+
+    @Argument(help: ArgumentHelp("State to compare the kernel with.", valueName: "state"))
+    var state: [String] = []
+
     func validate() throws {
-        if from.isEmpty || to.isEmpty { throw ValidationError("give both --from STATE... and --to STATE...") }
+        switch (from.isEmpty, to.isEmpty, state.isEmpty) {
+        case (true, true, false), (false, false, true): break
+        case (true, true, true): throw ValidationError("give STATE (compare with the kernel) or --from STATE... --to STATE...")
+        case (false, false, false): throw ValidationError("give either STATE or --from/--to, not both")
+        default: throw ValidationError("--from and --to go together")
+        }
     }
 
     func run() throws {
-        let before = try compileState(from, options: node)
-        let after = try compileState(to, options: node)
-        let transaction = Transaction.diff(from: before.ruleset, to: after.ruleset)
-        print(NftText.commands(transaction), terminator: "")
+        let before: Ruleset
+        let after: Ruleset
+        if state.isEmpty {
+            before = try compileState(from, options: node).ruleset
+            after = try compileState(to, options: node).ruleset
+        } else {
+            after = try compileState(state, options: node).ruleset
+            before = try Diff.kernelRuleset()
+        }
+        let transaction = Transaction.diff(from: before, to: after)
+        if nft {
+            print(NftText.commands(transaction), terminator: "")
+        } else {
+            print(ServiceDiff.text(from: before, to: after), terminator: "")
+        }
         if !transaction.isEmpty { throw ExitCode(1) }
     }
 }

@@ -1,0 +1,172 @@
+import NftIR
+import ServiceModel
+
+/// nftnl userdata: a run of TLVs (u8 type, u8 length, value), as `nftnl_udata_put*` writes them.
+/// nft stores comments and its set metadata this way; the kernel keeps the bytes verbatim.
+struct Userdata: Hashable {
+    private(set) var bytes: [UInt8] = []
+
+    init() {}
+
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func put(_ type: UInt8, _ value: [UInt8]) {
+        precondition(value.count <= 255, "a userdata value is at most 255 bytes")
+        bytes += [type, UInt8(value.count)] + value
+    }
+
+    /// A host-endian u32, as `nftnl_udata_put_u32` writes it.
+    mutating func putU32(_ type: UInt8, _ value: UInt32) {
+        put(type, withUnsafeBytes(of: value) { Array($0) })
+    }
+
+    /// A NUL-terminated string, as `nftnl_udata_put_strz` writes it.
+    mutating func putString(_ type: UInt8, _ text: String) {
+        put(type, Array(text.utf8) + [0])
+    }
+
+    /// The TLVs in order; nil if the bytes are not a well-formed TLV run.
+    var entries: [(type: UInt8, value: [UInt8])]? {
+        var out: [(UInt8, [UInt8])] = []
+        var index = 0
+        while index < bytes.count {
+            guard index + 2 <= bytes.count else { return nil }
+            let type = bytes[index], length = Int(bytes[index + 1])
+            guard index + 2 + length <= bytes.count else { return nil }
+            out.append((type, Array(bytes[(index + 2)..<(index + 2 + length)])))
+            index += 2 + length
+        }
+        return out
+    }
+
+    /// The string stored under `type`, without its NUL; nil when absent or malformed.
+    func string(_ type: UInt8) -> String? {
+        guard let value = entries?.first(where: { $0.type == type })?.value else { return nil }
+        let text = value.last == 0 ? value.dropLast() : value[...]
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// The comment nft writes for a table, chain, rule or element (type 0 in each of those).
+    static func comment(_ comment: Comment?, type: UInt8) -> Userdata? {
+        guard let comment else { return nil }
+        var data = Userdata()
+        data.putString(type, comment.text)
+        return data
+    }
+
+    /// The set userdata nft 1.0.6 writes for `type KEY [: verdict]; [comment "…"]`, byte for
+    /// byte (checked with `nft --debug=mnl`), so that `nft list` prints the set as nft would:
+    /// the key's byte order (0 for a concatenation), the data's for a map, an empty `typeof`
+    /// concatenation for a concatenated key, the data-interval flag for a map, the comment.
+    static func set(_ set: NamedSet) -> Userdata {
+        var data = Userdata()
+        let concatenated = set.key.count > 1
+        data.putU32(K.udataSetKeyByteorder, concatenated ? K.byteorderInvalid : KeyType.byteorder(set.key[0]))
+        if set.isMap { data.putU32(K.udataSetDataByteorder, K.byteorderInvalid) }
+        if concatenated {
+            var typeof = Userdata()
+            typeof.putU32(K.udataTypeofExpr, K.exprConcat)
+            typeof.put(K.udataTypeofData, [])
+            data.put(K.udataSetKeyTypeof, typeof.bytes)
+        }
+        if set.isMap { data.putU32(K.udataSetDataInterval, 0) }
+        if let comment = set.comment { data.putString(K.udataSetComment, comment.text) }
+        return data
+    }
+}
+
+/// Set key types: nft's datatype ids, lengths and the byte order nft records for them.
+enum KeyType {
+    static func id(_ type: DataType) -> UInt32 {
+        switch type {
+        case .ipv4Address: K.typeIPv4Address
+        case .ipv6Address: K.typeIPv6Address
+        case .inetProto: K.typeInetProto
+        case .inetService: K.typeInetService
+        }
+    }
+
+    static func type(id: UInt32) -> DataType? {
+        switch id {
+        case K.typeIPv4Address: .ipv4Address
+        case K.typeIPv6Address: .ipv6Address
+        case K.typeInetProto: .inetProto
+        case K.typeInetService: .inetService
+        default: nil
+        }
+    }
+
+    /// BYTEORDER_BIG_ENDIAN for addresses and ports; a 1-byte protocol has none.
+    static func byteorder(_ type: DataType) -> UInt32 {
+        type == .inetProto ? K.byteorderInvalid : K.byteorderBigEndian
+    }
+
+    /// NFTA_SET_KEY_TYPE: a concatenation folds its fields' ids, 6 bits each, first field highest.
+    static func id(_ key: [DataType]) -> UInt32 {
+        key.reduce(0) { ($0 << K.typeBits) | id($1) }
+    }
+
+    /// Undoes `id(_:)`; nil for an id that is not a concatenation of known types.
+    static func types(id: UInt32) -> [DataType]? {
+        var rest = id
+        var out: [DataType] = []
+        while rest != 0 {
+            guard let type = type(id: rest & ((1 << K.typeBits) - 1)) else { return nil }
+            out.insert(type, at: 0)
+            rest >>= K.typeBits
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// NFTA_SET_KEY_LEN: a single field's own length, or a concatenation's fields each padded to 4 bytes.
+    static func length(_ key: [DataType]) -> Int {
+        key.count == 1 ? key[0].length : key.reduce(0) { $0 + Register.slots($1.length) * 4 }
+    }
+}
+
+/// Element keys: each field in network order, padded to a 4-byte register in a concatenation.
+enum ElementKey {
+    static func bytes(_ value: KeyValue) -> [UInt8] {
+        switch value {
+        case .address(let ip): ip.bytes
+        case .proto(let proto): [proto.number]
+        case .port(let port): [UInt8(port >> 8), UInt8(port & 0xff)]
+        }
+    }
+
+    static func encode(_ key: [KeyValue]) throws(LoweringError) -> [UInt8] {
+        guard !key.isEmpty else { throw LoweringError(message: "an element needs a key") }
+        if key.count == 1 { return bytes(key[0]) }
+        var out: [UInt8] = []
+        for value in key {
+            let field = bytes(value)
+            out += field + [UInt8](repeating: 0, count: Register.slots(field.count) * 4 - field.count)
+        }
+        guard out.count <= 64 else { throw LoweringError(message: "an element key of \(out.count) bytes exceeds NFT_DATA_VALUE_MAXLEN (64)") }
+        return out
+    }
+
+    static func decode(_ bytes: [UInt8], types: [DataType]) -> [KeyValue]? {
+        guard bytes.count == KeyType.length(types) else { return nil }
+        var out: [KeyValue] = []
+        var index = 0
+        for type in types {
+            let field = Array(bytes[index..<(index + type.length)])
+            switch type {
+            case .ipv4Address, .ipv6Address:
+                guard let ip = IPAddress(bytes: field) else { return nil }
+                out.append(.address(ip))
+            case .inetProto:
+                guard let proto = L4Protocol.allCases.first(where: { $0.number == field[0] }) else { return nil }
+                out.append(.proto(proto))
+            case .inetService:
+                out.append(.port(UInt16(field[0]) << 8 | UInt16(field[1])))
+            }
+            index += types.count == 1 ? type.length : Register.slots(type.length) * 4
+            if types.count > 1, bytes[(index - (Register.slots(type.length) * 4 - type.length))..<index].contains(where: { $0 != 0 }) {
+                return nil  // padding must be zero
+            }
+        }
+        return out
+    }
+}

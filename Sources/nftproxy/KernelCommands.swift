@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import NftExplain
+import NftIR
+import NftNetlink
+import NftText
+import RuleCompiler
+
+/// nftproxy's tables in every family: the only tables apply, diff and cleanup ever read or change.
+let ourTables = Family.allCases.map { TableRef($0, Naming.table) }
+
+/// Runs a kernel operation; a permission failure becomes one line and exit 1.
+func withKernel<T>(_ what: String, _ body: () throws(BackendError) -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        if NetlinkBackend.isNotPermitted(error) {
+            warn("\(what) needs root (CAP_NET_ADMIN) to read or change nftables in this network namespace; for a dry run use `nftproxy render` or `nftproxy diff --from … --to …`")
+            throw ExitCode(1)
+        }
+        throw CommandFailure("\(what) failed: \(error)")
+    }
+}
+
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Program this network namespace's kernel with the rules STATE produces (root).",
+        discussion: """
+            Reads nftproxy's own tables back from the kernel, computes the smallest change, and sends it \
+            as one atomic netlink batch: all of it is applied, or (on any error) none of it. A second \
+            apply of the same state sends nothing. Other tables are never read or touched.
+            """
+    )
+
+    @OptionGroup var node: NodeOptions
+
+    @Argument(help: ArgumentHelp("State files or folders.", valueName: "state"))
+    var state: [String]
+
+    func validate() throws {
+        if state.isEmpty { throw ValidationError("give at least one STATE file or folder") }
+    }
+
+    func run() throws {
+        let compilation = try compileState(state, options: node)
+        let backend = NetlinkBackend()
+        let current = try withKernel("apply") { () throws(BackendError) in try backend.read(ourTables) }
+        let transaction = Transaction.diff(from: current, to: compilation.ruleset)
+        if transaction.isEmpty {
+            warn("apply: the kernel already has these rules; nothing sent")
+            return
+        }
+        let started = ContinuousClock.now
+        try withKernel("apply") { () throws(BackendError) in try backend.apply(transaction) }
+        let elapsed = ContinuousClock.now - started
+        warn("apply: \(transaction.operations.count) operation(s) committed in one batch in \(elapsed.formatted(.units(allowed: [.milliseconds], width: .narrow)))")
+    }
+}
+
+struct Cleanup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove every table nftproxy made (ip and ip6 nftproxy); nothing else is touched (root).",
+        discussion: "Safe to run again: with nothing to remove it says so and exits 0."
+    )
+
+    func run() throws {
+        let backend = NetlinkBackend()
+        let current = try withKernel("cleanup") { () throws(BackendError) in try backend.read(ourTables) }
+        guard !current.tables.isEmpty else {
+            warn("cleanup: no nftproxy tables here; nothing to remove")
+            return
+        }
+        let transaction = Transaction(current.tables.map { .deleteTable(TableRef($0.family, $0.name)) })
+        try withKernel("cleanup") { () throws(BackendError) in try backend.apply(transaction) }
+        warn("cleanup: removed \(current.tables.map { "table \($0.family.rawValue) \($0.name)" }.joined(separator: ", "))")
+    }
+}
+
+extension Diff {
+    /// What the kernel has now (our tables only).
+    static func kernelRuleset() throws -> Ruleset {
+        try withKernel("diff") { () throws(BackendError) in try NetlinkBackend().read(ourTables) }
+    }
+}

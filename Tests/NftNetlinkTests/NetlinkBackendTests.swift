@@ -1,0 +1,304 @@
+import Foundation
+import NftIR
+@testable import NftNetlink
+import NftText
+import RuleCompiler
+import ServiceModel
+import Testing
+
+private let ours = [TableRef(.ip, Naming.table), TableRef(.ip6, Naming.table)]
+
+/// The kernel path, each test in fresh network namespaces: what netlink writes lists exactly as
+/// `nft -f` of the rendered text, reads back as the IR it came from, and fails atomically.
+@Suite(.enabled(if: TestNamespace.isRoot, "needs root for network namespaces"), .serialized)
+struct NetlinkBackendTests {
+    /// Applies `ruleset` by netlink in one namespace and its rendering by `nft -f` in another,
+    /// and returns both `nft list ruleset` outputs.
+    private func listings(_ ruleset: Ruleset) throws -> (netlink: String, nft: String) {
+        try TestNamespace.with { a in
+            try TestNamespace.with { b in
+                try NetlinkBackend(netnsPath: a.path).apply(Transaction.diff(from: nil, to: ruleset))
+                try b.load(NftText.script(ruleset))
+                return (try a.listRuleset(), try b.listRuleset())
+            }
+        }
+    }
+
+    @Test func everyStatementListsAsNftWritesIt() throws {
+        let (netlink, nft) = try listings(Samples.ruleset)
+        #expect(netlink.contains("table ip6 nftproxy"))
+        if ProcessInfo.processInfo.environment["NFTPROXY_SHOW"] != nil { print(netlink) }
+        #expect(netlink == nft, "netlink and nft -f listings differ:\n\(lineDiff(nft, netlink))")
+    }
+
+    @Test func everyStatementReadsBack() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            let ruleset = Samples.ruleset
+            try backend.apply(Transaction.diff(from: nil, to: ruleset))
+            let readBack = try backend.read(ours)
+            #expect(readBack == sortedElements(ruleset))
+            #expect(Transaction.diff(from: readBack, to: ruleset).isEmpty)
+        }
+    }
+
+    @Test func goldenCasesArePresent() {
+        #expect(Fixtures.cases.count >= 16)
+    }
+
+    /// The equivalence test: for every golden case, netlink apply lists byte for byte like
+    /// `nft -f` of the case's rendering (expected.nft), and reads back as the compiled IR.
+    @Test(arguments: Fixtures.cases)
+    func goldenCase(_ name: String) throws {
+        let ruleset = try Fixtures.compile(name)
+        var script = NftText.script(ruleset)
+        if let expected = Fixtures.expectedText(name) {
+            if Fixtures.withoutComments(expected) == Fixtures.withoutComments(script) {
+                script = expected
+            } else {
+                print("note: \(name)/expected.nft is not the current rendering; comparing with the rendering")
+            }
+        }
+        try TestNamespace.with { a in
+            try TestNamespace.with { b in
+                let backend = NetlinkBackend(netnsPath: a.path)
+                try backend.apply(Transaction.diff(from: nil, to: ruleset))
+                try b.load(script)
+                let netlink = try a.listRuleset(), nft = try b.listRuleset()
+                #expect(netlink == nft, "\(name): netlink and nft -f listings differ:\n\(lineDiff(nft, netlink))")
+
+                let readBack = try backend.read(ours)
+                #expect(readBack == ruleset, "\(name): read-back differs from the compiled IR")
+                let again = Transaction.diff(from: readBack, to: ruleset)
+                #expect(again.isEmpty, "\(name): second diff not empty:\n\(NftText.commands(again))")
+            }
+        }
+    }
+
+    /// Walking through the golden cases with incremental diffs (flushes, deletions of chains,
+    /// elements, sets and tables) lists exactly like `nft -f` of the same transactions as nft
+    /// commands, and reads back as the target (up to the order of sets and chains: what a diff
+    /// adds is appended in the kernel, after what was there).
+    @Test func incrementalDiffsMatchNftCommands() throws {
+        // Cases that do not compile are reported by goldenCase; this walk uses the rest.
+        let cases = Fixtures.cases.filter { (try? Fixtures.compile($0)) != nil }
+        try #require(cases.count >= 2)
+        try TestNamespace.with { a in
+            try TestNamespace.with { b in
+                let backend = NetlinkBackend(netnsPath: a.path)
+                for name in cases + [cases[0]] {
+                    let desired = try Fixtures.compile(name)
+                    let before = try backend.read(ours)
+                    let transaction = Transaction.diff(from: before, to: desired)
+                    try backend.apply(transaction)
+                    try b.load(NftText.commands(transaction))
+                    #expect(try a.listRuleset() == b.listRuleset(), "after moving to \(name)")
+                    let after = try backend.read(ours)
+                    #expect(inNameOrder(after) == inNameOrder(desired), "read-back after moving to \(name)")
+                    #expect(Transaction.diff(from: after, to: desired).isEmpty, "second diff after moving to \(name)")
+                }
+            }
+        }
+    }
+
+    /// A batch the kernel refuses changes nothing, and the error names the refused operation.
+    @Test func rejectedBatchChangesNothing() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
+            let before = try ns.listRuleset()
+            let ref = TableRef(.ip, Naming.table)
+            let bad = Operation.addRule(ref, chain: Name("extra")!, Rule([.verdict(.jump(Name("no-such-chain")!))]))
+            let transaction = Transaction([
+                .addChain(ref, Name("extra")!, nil),
+                .addRule(ref, chain: Name("services")!, Rule([.verdict(.jump(Name("extra")!))])),
+                .addElements(ref, set: Name("cluster-ips")!, [Element([.address(IPAddress("10.99.0.1")!)])]),
+                .flushChain(ref, Name("masquerading")!),
+                bad,
+                .addChain(ref, Name("after")!, nil),
+            ])
+            let error = try #require(throws: BackendError.self) { try backend.apply(transaction) }
+            #expect(error.errno == ENOENT)
+            #expect(error.operation == bad)
+            print("rejected batch: \(error)")
+            #expect(try ns.listRuleset() == before)
+        }
+    }
+
+    /// When every message of a large batch fails, every error ack is still read (the receive
+    /// buffer is sized for it) and the first one is reported.
+    @Test func everyErrorOfALargeBatchIsRead() throws {
+        try TestNamespace.with { ns in
+            let ref = TableRef(.ip, Name("missing")!)
+            let operations = (0..<20_000).map { index in
+                Operation.addRule(ref, chain: Name("c")!, Rule([.address(.daddr, CIDR(address: IPAddress(bytes: [10, 0, UInt8(index >> 8), UInt8(index & 0xff)])!, prefixLength: 32)!, negated: false), .verdict(.drop)]))
+            }
+            let error = try #require(throws: BackendError.self) { try NetlinkBackend(netnsPath: ns.path).apply(Transaction(operations)) }
+            #expect(error.errno == ENOENT)
+            #expect(error.operation == operations[0])
+            #expect(error.message.contains("19999 more message(s) failed"), "\(error)")
+            #expect(!error.message.contains("lost"), "\(error)")
+            #expect(try ns.listRuleset() == "")
+        }
+    }
+
+    /// A commit by someone else between reading the generation and sending fails the batch.
+    @Test func concurrentWriterFailsTheBatch() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            let generation = try NetlinkSocket(netnsPath: ns.path).generation()
+            try ns.nft(["add", "table", "ip", "someone-else"])
+            let error = try #require(throws: BackendError.self) {
+                try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset), generation: generation)
+            }
+            #expect(error.errno == ERESTART)
+            #expect(error.operation == nil)
+            print("concurrent writer: \(error)")
+            #expect(try ns.listRuleset() == "table ip someone-else {\n}\n")
+            // With a fresh generation the same transaction goes through.
+            try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
+            #expect(try backend.read(ours).tables.count == 2)
+        }
+    }
+
+    /// Other tables are neither read nor changed: the same `nft list table` before and after.
+    @Test func foreignTablesAreUntouched() throws {
+        try TestNamespace.with { ns in
+            try ns.load("""
+                table inet foreign {
+                    set blocked { type ipv4_addr; elements = { 192.0.2.1, 192.0.2.2 }; }
+                    chain input { type filter hook input priority 0; policy accept; ip saddr @blocked counter drop; }
+                }
+                table ip nftproxy-lookalike {
+                    chain services { meta l4proto tcp counter accept; }
+                }
+                """)
+            let foreign = try ns.nft(["list", "table", "inet", "foreign"])
+            let lookalike = try ns.nft(["list", "table", "ip", "nftproxy-lookalike"])
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
+            let readBack = try backend.read(ours)
+            #expect(readBack == sortedElements(Samples.ruleset))
+            try backend.apply(Transaction.diff(from: readBack, to: Ruleset()))  // deletes our tables only
+            #expect(try backend.read(ours).tables.isEmpty)
+            #expect(try ns.nft(["list", "table", "inet", "foreign"]) == foreign)
+            #expect(try ns.nft(["list", "table", "ip", "nftproxy-lookalike"]) == lookalike)
+        }
+    }
+
+    /// A rule nftproxy would not write makes the read fail, naming the table and chain.
+    @Test func tamperedRuleIsReported() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
+            try ns.nft(["add", "rule", "ip", "nftproxy", "checks", "tcp", "dport", "22", "counter", "accept"])
+            let error = try #require(throws: BackendError.self) { try backend.read(ours) }
+            #expect(error.message.contains("table ip nftproxy: chain checks"))
+            print("tampered: \(error)")
+        }
+    }
+
+    /// 10k services × 10 endpoints (~100k rules, ~20k elements) in one batch
+    /// (NFTPROXY_SCALE_SERVICES overrides the service count).
+    @Test func tenThousandServicesInOneBatch() throws {
+        let services = ProcessInfo.processInfo.environment["NFTPROXY_SCALE_SERVICES"].flatMap { Int($0) } ?? 10_000
+        let compilation = RuleCompiler.compile(ScaleState.make(services: services, endpointsPerService: 10), config: ScaleState.config)
+        #expect(compilation.problems.isEmpty)
+        let ruleset = compilation.ruleset
+        let transaction = Transaction.diff(from: nil, to: ruleset)
+        let rules = ruleset.tables.reduce(0) { $0 + $1.chains.reduce(0) { $0 + $1.rules.count } }
+        let elements = ruleset.tables.reduce(0) { $0 + $1.sets.reduce(0) { $0 + $1.elements.count } }
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            let clock = ContinuousClock()
+            let applied = try clock.measure { try backend.apply(transaction) }
+            print("\(services) services x 10 endpoints: \(transaction.operations.count) operations, \(rules) rules, \(elements) elements applied in one batch in \(applied)")
+            var readBack = Ruleset()
+            let read = try clock.measure { readBack = try backend.read(ours) }
+            print("\(services) services x 10 endpoints: read back in \(read)")
+            #expect(readBack == ruleset)
+            var again = Transaction()
+            let diffed = clock.measure { again = Transaction.diff(from: readBack, to: ruleset) }
+            print("\(services) services x 10 endpoints: Transaction.diff(from: readBack, to: ruleset) took \(diffed)")
+            #expect(again.isEmpty)
+            let last = services - 1
+            let chain = try ns.nft(["list", "chain", "ip", "nftproxy", "service-scale/svc-\(last)/tcp/http"])
+            let endpoint = last * 10 + 9
+            #expect(chain.contains("dnat to 10.\((endpoint >> 16) & 0xff).\((endpoint >> 8) & 0xff).\(endpoint & 0xff):8080"), "\(chain)")
+        }
+    }
+
+    @Test func permissionErrorsAreRecognised() {
+        #expect(NetlinkBackend.isNotPermitted(BackendError(errno: EPERM, message: "x")))
+        #expect(NetlinkBackend.isNotPermitted(BackendError(errno: EACCES, message: "x")))
+        #expect(!NetlinkBackend.isNotPermitted(BackendError(errno: ENOENT, message: "x")))
+    }
+
+    /// Without CAP_NET_ADMIN the kernel answers EPERM, which `isNotPermitted` recognises:
+    /// this test binary runs `NotPermittedProbe` again under `setpriv` with CAP_NET_ADMIN dropped.
+    @Test func withoutNetAdminReadAndApplyAreNotPermitted() throws {
+        try TestNamespace.with { ns in
+            let binary = ProcessInfo.processInfo.arguments[0]
+            let probe = try Shell.run(["env", "NFTPROXY_PROBE_NETNS=\(ns.path)", "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
+                                       binary, "--testing-library", "swift-testing", "--filter", "NotPermittedProbe"])
+            let output = probe.stdout + probe.stderr
+            #expect(probe.status == 0, "\(output.suffix(3000))")
+            #expect(output.contains("probe: not permitted"), "\(output.suffix(3000))")
+            print(output.split(separator: "\n").filter { $0.contains("probe:") }.joined(separator: "\n"))
+        }
+    }
+
+    @Test func missingNamespaceIsAnError() {
+        let error = #expect(throws: BackendError.self) { try NetlinkBackend(netnsPath: "/run/netns/does-not-exist-\(getpid())").read(ours) }
+        #expect(error?.errno == ENOENT)
+    }
+}
+
+/// Runs only inside `withoutNetAdminReadAndApplyAreNotPermitted`, in a process without CAP_NET_ADMIN.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["NFTPROXY_PROBE_NETNS"] != nil))
+struct NotPermittedProbe {
+    @Test func readAndApplyAreNotPermitted() throws {
+        let backend = NetlinkBackend(netnsPath: ProcessInfo.processInfo.environment["NFTPROXY_PROBE_NETNS"])
+        let readError = try #require(throws: BackendError.self) { try backend.read(ours) }
+        #expect(NetlinkBackend.isNotPermitted(readError), "\(readError)")
+        let applyError = try #require(throws: BackendError.self) { try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset)) }
+        #expect(NetlinkBackend.isNotPermitted(applyError), "\(applyError)")
+        if NetlinkBackend.isNotPermitted(readError) && NetlinkBackend.isNotPermitted(applyError) {
+            print("probe: not permitted: read: \(readError); apply: \(applyError)")
+        }
+    }
+}
+
+/// The ruleset with each set's elements in key order, the order `read` returns them in.
+func sortedElements(_ ruleset: Ruleset) -> Ruleset {
+    var copy = ruleset
+    for t in copy.tables.indices {
+        for s in copy.tables[t].sets.indices {
+            copy.tables[t].sets[s].elements.sort { $0.key.lexicographicallyPrecedes($1.key) }
+        }
+    }
+    return copy
+}
+
+/// The ruleset with sets and chains sorted by name and elements by key.
+func inNameOrder(_ ruleset: Ruleset) -> Ruleset {
+    var copy = sortedElements(ruleset)
+    for t in copy.tables.indices {
+        copy.tables[t].sets.sort { $0.name < $1.name }
+        copy.tables[t].chains.sort { $0.name < $1.name }
+    }
+    return copy
+}
+
+func lineDiff(_ expected: String, _ actual: String) -> String {
+    let a = expected.split(separator: "\n", omittingEmptySubsequences: false)
+    let b = actual.split(separator: "\n", omittingEmptySubsequences: false)
+    var out: [String] = []
+    for change in b.difference(from: a) {
+        switch change {
+        case .remove(let offset, let line, _): out.append("-\(offset + 1): \(line)")
+        case .insert(let offset, let line, _): out.append("+\(offset + 1): \(line)")
+        }
+    }
+    return out.prefix(60).joined(separator: "\n")
+}
