@@ -12,6 +12,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(name: "ServiceModel", dependencies: [.product(name: "Yams", package: "Yams")]),
@@ -25,10 +29,33 @@ let package = Package(
             linkerSettings: [.linkedLibrary("nftnl"), .linkedLibrary("mnl")]
         ),
         .target(name: "NftNetlink", dependencies: ["NftIR", "CNftables"]),
+        // The node agent's control loop; talks to the kernel only through the RulesetBackend seam.
+        .target(name: "ProxyController", dependencies: [
+            "ServiceModel", "NftIR", "RuleCompiler", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Lists and watches the API server; feeds the controller's store.
+        .target(name: "KubeSource", dependencies: [
+            "ServiceModel", "ProxyController",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // The agent's HTTP endpoints: /healthz, /livez, /metrics, debug dumps, health-check node ports.
+        .target(name: "AgentHTTP", dependencies: [
+            "ProxyController", "NftIR", "NftText", "RuleCompiler", "ServiceModel",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .executableTarget(
             name: "nftproxy",
             dependencies: [
-                "ServiceModel", "NftIR", "RuleCompiler", "NftText", "NftExplain", "NftNetlink",
+                "ServiceModel", "NftIR", "RuleCompiler", "NftText", "NftExplain", "NftNetlink", "ProxyController",
+                "AgentHTTP", "KubeSource",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -39,8 +66,16 @@ let package = Package(
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "NftTextTests", dependencies: ["NftIR", "NftText"]),
+        .testTarget(name: "NftExplainTests", dependencies: ["NftExplain", "NftIR", "RuleCompiler", "ServiceModel"], exclude: ["Fixtures"]),
+        .testTarget(name: "ProxyControllerTests", dependencies: ["ProxyController", "ServiceModel", "NftIR", "RuleCompiler"]),
+        .testTarget(name: "AgentHTTPTests", dependencies: ["AgentHTTP", "ProxyController", "NftIR", "RuleCompiler", "ServiceModel"]),
+        .testTarget(name: "KubeSourceTests", dependencies: [
+            "KubeSource", "ProxyController", "ServiceModel", "NftIR", .product(name: "Logging", package: "swift-log"),
+        ]),
         // Needs root: each test works in a fresh network namespace that it removes.
         .testTarget(name: "KernelTests", dependencies: ["ServiceModel", "NftIR", "RuleCompiler", "NftText"]),
         .testTarget(name: "NftNetlinkTests", dependencies: ["NftNetlink", "NftIR", "NftText", "ServiceModel", "RuleCompiler"]),
+        // Needs root for the kernel cases: each works in a fresh network namespace that it removes.
+        .testTarget(name: "ConntrackTests", dependencies: ["NftNetlink", "NftIR", "ServiceModel"]),
     ]
 )

@@ -101,6 +101,7 @@ public enum ServiceDiff {
             case .address(let ip): ip.description
             case .proto(let proto): proto.description
             case .port(let port): String(port)
+            case .prefix(let cidr): cidr.description
             }
         }.joined(separator: " ")
         let verdict = element.verdict.map { " → " + NftText.verdict($0) } ?? ""

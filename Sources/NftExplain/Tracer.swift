@@ -212,7 +212,20 @@ private struct Walk {
                 let local = context.nodeIPs.contains(value) || value.isLoopback || (which == .saddr && connection.origin == .node)
                 if !local { return .next }
             case .lookup(let selectors, let name):
-                guard let set = table.set(name), set.elements.contains(where: { $0.key == key(selectors) }) else { return .next }
+                guard let set = table.set(name), set.elements.contains(where: { matches($0.key, key(selectors)) }) else { return .next }
+            case .notInSet(let selectors, let name):
+                if let set = table.set(name), set.elements.contains(where: { matches($0.key, key(selectors)) }) { return .next }
+            case .dnatMap(let selectors, let name):
+                guard let map = table.set(name), let element = map.elements.first(where: { $0.key == key(selectors) }),
+                      case .address(let address)? = element.data.first, case .port(let port)? = element.data.last else { return .next }
+                let target = Outcome.Endpoint(address: address, port: port)
+                candidates.append(target)
+                next = target
+                dnat = target
+                record("session affinity: this client keeps \(target)")
+                return .ended
+            case .update(let map, _, let timeout, _):
+                record("records the backend in @\(map) for session affinity (\(timeout)s)")
             case .vmap(let selectors, let name):
                 guard let map = table.set(name), let element = map.elements.first(where: { $0.key == key(selectors) }),
                       let verdict = element.verdict else { return .next }
@@ -291,8 +304,18 @@ private struct Walk {
             case .saddr: .address(connection.source)
             case .daddr: .address(destination)
             case .l4proto: .proto(connection.protocol)
-            case .thDport: .port(port)
+            case .thDport, .dport: .port(port)
+            case .ctOriginalDaddr: .address(connection.destination)
+            case .ctOriginalProtoDst: .port(connection.port)
             }
+        }
+    }
+
+    /// An element key matches a packet key component by component; a range matches the addresses in it.
+    func matches(_ element: [KeyValue], _ packet: [KeyValue]) -> Bool {
+        element.count == packet.count && zip(element, packet).allSatisfy { want, have in
+            if case .prefix(let cidr) = want, case .address(let address) = have { return cidr.contains(address) }
+            return want == have
         }
     }
 

@@ -1,3 +1,5 @@
+import ServiceModel
+
 /// The one seam between the controller and whatever holds the rules: the kernel through
 /// netlink, a dry-run printer, or the in-memory fake used by unit tests.
 public protocol RulesetBackend: Sendable {
@@ -7,6 +9,10 @@ public protocol RulesetBackend: Sendable {
     /// Reads the named tables back into the IR. Absent tables are left out of the result;
     /// no other table is read.
     func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset
+
+    /// The ruleset generation: it changes with every commit, by anyone. Cheap to ask, so a
+    /// controller can poll it and read its tables back only when something was committed.
+    func generation() throws(BackendError) -> UInt32
 }
 
 /// A failed apply or read: the kernel's errno, the operation it refused (when known), and why.
@@ -45,4 +51,30 @@ extension Operation {
         case .deleteElements(let t, let set, let elements): "deleting \(elements.count) element(s) from \(t) \(set)"
         }
     }
+}
+
+/// Stale UDP conntrack entries for one service port: entries whose original destination is one
+/// of `destinations` at `port` (or any local address at `nodePort`, when not 0) and whose reply
+/// comes from an address outside `keepReplySources`.
+public struct ConntrackFlush: Sendable, Hashable {
+    public var family: Family
+    public var destinations: [IPAddress]
+    public var port: UInt16
+    public var nodePort: UInt16
+    public var keepReplySources: Set<IPAddress>
+
+    public init(family: Family, destinations: [IPAddress], port: UInt16, nodePort: UInt16, keepReplySources: Set<IPAddress>) {
+        self.family = family
+        self.destinations = destinations
+        self.port = port
+        self.nodePort = nodePort
+        self.keepReplySources = keepReplySources
+    }
+}
+
+/// The other kernel seam: deleting UDP conntrack entries that would keep sending a flow to an
+/// endpoint that is gone (or past a service that had none), as kube-proxy does after a sync.
+public protocol ConntrackCleaner: Sendable {
+    /// Deletes the stale UDP entries and returns how many were deleted. TCP is never touched.
+    func flush(_ requests: [ConntrackFlush]) throws(BackendError) -> Int
 }

@@ -62,6 +62,9 @@ public enum Naming {
     public static let clusterIPsCheck = Name("cluster-ips-check")!
     public static let rejectChain = Name("reject-chain")!
     public static let masquerading = Name("masquerading")!
+    public static let filterPreroutingPreDNAT = Name("filter-prerouting-pre-dnat")!
+    public static let filterOutputPreDNAT = Name("filter-output-pre-dnat")!
+    public static let firewallCheck = Name("firewall-check")!
 
     public static let clusterIPs = Name("cluster-ips")!
     public static let nodePortIPs = Name("nodeport-ips")!
@@ -70,6 +73,16 @@ public enum Naming {
     public static let noEndpointServices = Name("no-endpoint-services")!
     public static let noEndpointNodePorts = Name("no-endpoint-nodeports")!
     public static let hairpin = Name("hairpin-endpoints")!
+    /// Session affinity: client . original destination . protocol . port → the backend it got.
+    public static let affinity = Name("affinity")!
+    /// Original destinations (IP . protocol . port) of ClientIP-affinity service ports → their recording chain.
+    public static let affinityServices = Name("affinity-services")!
+    /// NodePorts (protocol . port) of ClientIP-affinity service ports → their recording chain.
+    public static let affinityNodePorts = Name("affinity-nodeports")!
+    /// LoadBalancer destinations that have loadBalancerSourceRanges.
+    public static let firewallIPs = Name("firewall-ips")!
+    /// LoadBalancer destination . allowed source range.
+    public static let firewallAllow = Name("firewall-allow")!
 
     /// Base of a service port's chains: `ns/name/proto/port`, where port is the port's name,
     /// or its number when unnamed. Kubernetes names keep this under 160 bytes.
@@ -90,6 +103,11 @@ public enum Naming {
     /// The chain that load-balances a service port over this node's endpoints only.
     public static func localChain(_ port: ServicePortName, number: UInt16) -> Name? {
         Name("local-" + base(port, number: number))
+    }
+
+    /// The chain that records which backend a ClientIP-affinity client got, with the port's timeout.
+    public static func affinityChain(_ port: ServicePortName, number: UInt16) -> Name? {
+        Name("affinity-" + base(port, number: number))
     }
 
     /// Whether a chain of our table is made per service port (as opposed to a static one).

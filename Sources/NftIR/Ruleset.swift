@@ -113,6 +113,12 @@ public enum Selector: Sendable, Hashable {
     case l4proto
     /// `th dport`: the transport header's destination port (TCP, UDP and SCTP alike).
     case thDport
+    /// `tcp dport`, `udp dport`, `sctp dport`: needs a preceding `meta l4proto` match.
+    case dport(L4Protocol)
+    /// `ct original ip daddr`: the destination before DNAT.
+    case ctOriginalDaddr
+    /// `ct original proto-dst`: the destination port before DNAT; needs a preceding `meta l4proto` match.
+    case ctOriginalProtoDst
 }
 
 /// `fib` result looked up for a packet address.
@@ -136,6 +142,8 @@ public enum Statement: Sendable, Hashable {
     case fibLocal(FibAddress)
     /// `ip saddr . ip daddr @set`.
     case lookup([Selector], set: Name)
+    /// `ip daddr . meta l4proto . th dport . ip saddr != @set`: the key is NOT in the set.
+    case notInSet([Selector], set: Name)
     /// `ip daddr . meta l4proto . th dport vmap @map`.
     case vmap([Selector], map: Name)
     /// `numgen inc mod N 0`: true once in every N evaluations of this rule.
@@ -148,6 +156,11 @@ public enum Statement: Sendable, Hashable {
     case toggleMarkBit(UInt32)
     /// `dnat to 10.180.0.1:80`.
     case dnat(IPAddress, port: UInt16)
+    /// `dnat to ip saddr . ip daddr . meta l4proto . th dport map @affinity`: DNAT to the address
+    /// and port the map holds for this key; no match when the key is absent.
+    case dnatMap([Selector], map: Name)
+    /// `update @map { key timeout 10800s : data }`: adds or refreshes a dynamic map entry.
+    case update(map: Name, key: [Selector], timeoutSeconds: UInt32, data: [Selector])
     /// `masquerade fully-random`.
     case masquerade(fullyRandom: Bool)
     /// `reject`: ICMP (or ICMPv6) port unreachable.
@@ -208,12 +221,15 @@ public enum KeyValue: Sendable, Hashable, Comparable {
     case address(IPAddress)
     case proto(L4Protocol)
     case port(UInt16)
+    /// An address range, in a set with the `interval` flag.
+    case prefix(CIDR)
 
     public static func < (lhs: KeyValue, rhs: KeyValue) -> Bool {
         switch (lhs, rhs) {
         case (.address(let a), .address(let b)): a < b
         case (.proto(let a), .proto(let b)): a < b
         case (.port(let a), .port(let b)): a < b
+        case (.prefix(let a), .prefix(let b)): a < b
         default: lhs.order < rhs.order
         }
     }
@@ -223,6 +239,7 @@ public enum KeyValue: Sendable, Hashable, Comparable {
         case .address: 0
         case .proto: 1
         case .port: 2
+        case .prefix: 3
         }
     }
 }
@@ -231,13 +248,31 @@ public struct Element: Sendable, Hashable {
     public var key: [KeyValue]
     /// The verdict for a verdict map; nil in a plain set.
     public var verdict: Verdict?
+    /// The value in a data map (e.g. an address and port); empty otherwise.
+    public var data: [KeyValue]
     public var comment: Comment?
 
-    public init(_ key: [KeyValue], verdict: Verdict? = nil, comment: Comment? = nil) {
-        self.key = key
+    public init(_ key: [KeyValue], verdict: Verdict? = nil, data: [KeyValue] = [], comment: Comment? = nil) {
+        // A one-address range is that address: nft and the kernel store and list both alike,
+        // so a read-back cannot tell them apart.
+        self.key = key.map { if case .prefix(let cidr) = $0, cidr.isHost { .address(cidr.address) } else { $0 } }
         self.verdict = verdict
+        self.data = data
         self.comment = comment
     }
+}
+
+/// Set flags nftproxy uses (NFT_SET_INTERVAL, NFT_SET_TIMEOUT, NFT_SET_EVAL).
+public struct SetFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// Keys may be ranges (`203.0.113.0/25`).
+    public static let interval = SetFlags(rawValue: 1)
+    /// Elements expire.
+    public static let timeout = SetFlags(rawValue: 2)
+    /// The data path adds elements (`update @set`); nftproxy never adds or removes them by diff.
+    public static let dynamic = SetFlags(rawValue: 4)
 }
 
 /// A named set, or a verdict map when `isMap`.
@@ -246,17 +281,31 @@ public struct NamedSet: Sendable, Hashable {
     public var key: [DataType]
     /// A verdict map (`: verdict`).
     public var isMap: Bool
+    /// A data map's value type (`: ipv4_addr . inet_service`); empty for a set or a verdict map.
+    public var data: [DataType]
+    public var flags: SetFlags
+    /// Maximum number of elements, for a dynamic set; nil = the kernel's default.
+    public var size: UInt32?
     public var comment: Comment?
     /// Keyed by `key`: one element per key.
     public var elements: [Element]
 
-    public init(_ name: Name, key: [DataType], isMap: Bool = false, comment: Comment? = nil, elements: [Element] = []) {
+    public init(
+        _ name: Name, key: [DataType], isMap: Bool = false, data: [DataType] = [], flags: SetFlags = [],
+        size: UInt32? = nil, comment: Comment? = nil, elements: [Element] = []
+    ) {
         self.name = name
         self.key = key
         self.isMap = isMap
+        self.data = data
+        self.flags = flags
+        self.size = size
         self.comment = comment
         self.elements = elements
     }
+
+    /// Whether the data path owns the elements (they are never diffed).
+    public var isDynamic: Bool { flags.contains(.dynamic) }
 }
 
 public struct Table: Sendable, Hashable {

@@ -130,6 +130,8 @@ public struct Transaction: Sendable, Hashable {
                 if !set.elements.isEmpty { additions.append(.addElements(ref, set: set.name, set.elements)) }
                 continue
             }
+            // The data path owns a dynamic set's elements: a diff never adds or removes them.
+            if set.isDynamic { continue }
             let (removed, added) = elementDiff(before.elements, set.elements)
             if !removed.isEmpty { ops.append(.deleteElements(ref, set: set.name, removed)) }
             if !added.isEmpty { additions.append(.addElements(ref, set: set.name, added)) }
@@ -137,6 +139,18 @@ public struct Transaction: Sendable, Hashable {
         ops += additions
         ops += removedChains.map { .deleteChain(ref, $0.name) }
         ops += old.sets.filter { !newSetNames.contains($0.name) }.map { .deleteSet(ref, $0.name) }
+        return ops
+    }
+
+    /// Deletes the entries of a dynamic set that `keep` rejects, e.g. session-affinity entries
+    /// whose backend is gone. Reads only what `current` (the kernel's read-back) holds.
+    public static func pruning(_ current: Ruleset?, set name: Name, keep: (Family, Element) -> Bool) -> [Operation] {
+        var ops: [Operation] = []
+        for table in current?.tables ?? [] {
+            guard let set = table.set(name), set.isDynamic else { continue }
+            let stale = set.elements.filter { !keep(table.family, $0) }
+            if !stale.isEmpty { ops.append(.deleteElements(TableRef(table.family, table.name), set: name, stale)) }
+        }
         return ops
     }
 

@@ -19,6 +19,8 @@ final class Batch {
     private var owners: [Int32] = []
     /// Where BATCH_BEGIN's NFNL_BATCH_GENID value sits, so it can be filled in just before sending.
     private var generationValue: UnsafeMutableRawPointer?
+    /// The start of the page being filled, to notice when libnftnl starts a new one.
+    private var pageStart: UnsafeMutableRawPointer?
 
     /// nft's page size; a page is cut once a message ends past it.
     static let pageSize: UInt32 = 2 * 1024 * 1024
@@ -33,6 +35,7 @@ final class Batch {
         self.batch = batch
         beginSeq = firstSeq
         nextSeq = firstSeq
+        clearNewPage()
         guard let begin = nftnl_batch_begin(buffer, takeSeq(owner: -1)) else {
             throw BackendError(errno: ENOMEM, message: "cannot start the netlink batch")
         }
@@ -58,6 +61,19 @@ final class Batch {
         guard nftnl_batch_update(batch) >= 0 else {
             throw BackendError(errno: ENOMEM, message: "cannot grow the netlink batch")
         }
+        clearNewPage()
+    }
+
+    /// Zeroes the rest of a page when libnftnl starts one. libmnl 1.0.4 leaves the padding after
+    /// an attribute as it finds it, so a page of recycled heap would send stale bytes there; nft's
+    /// pages come zeroed from mmap, and so its messages are reproducible byte for byte.
+    private func clearNewPage() {
+        let used = Int(nftnl_batch_buffer_len(batch))
+        let tail = nftnl_batch_buffer(batch)!
+        let start = tail - used
+        guard start != pageStart else { return }
+        pageStart = start
+        memset(tail, 0, Int(Batch.pageSize + Batch.pageOverrun) - used)
     }
 
     /// Appends one object message; `payload` fills in its attributes.
@@ -71,6 +87,7 @@ final class Batch {
             throw LoweringError(message: "a netlink message of \(header.pointee.nlmsg_len) bytes is too large")
         }
         guard nftnl_batch_update(batch) >= 0 else { throw LoweringError(message: "cannot grow the netlink batch") }
+        clearNewPage()
     }
 
     /// Closes the batch. NLM_F_ACK on BATCH_END makes kernels ≥ 6.10 confirm the commit.
@@ -95,6 +112,28 @@ final class Batch {
         generationValue?.storeBytes(of: generation.bigEndian, as: UInt32.self)
     }
 
+    /// The batch as it would be sent, one byte array per netlink message (BATCH_BEGIN and
+    /// BATCH_END included), to compare with what `nft --debug=mnl` sends.
+    var messages: [[UInt8]] {
+        let count = Int(nftnl_batch_iovec_len(batch))
+        let iovecs = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(count, 1))
+        defer { iovecs.deallocate() }
+        nftnl_batch_iovec(batch, iovecs.baseAddress, UInt32(count))
+        var bytes: [UInt8] = []
+        for vector in iovecs.prefix(count) {
+            bytes += UnsafeRawBufferPointer(start: vector.iov_base, count: vector.iov_len)
+        }
+        var out: [[UInt8]] = []
+        var offset = 0
+        while offset + MemoryLayout<nlmsghdr>.size <= bytes.count {
+            let length = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) })
+            guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= bytes.count else { break }
+            out.append(Array(bytes[offset..<(offset + length)]))
+            offset += (length + 3) & ~3
+        }
+        return out
+    }
+
     /// Sends the whole batch in one sendmsg over all its pages.
     func send(on socket: NetlinkSocket) throws(BackendError) -> Int {
         let count = Int(nftnl_batch_iovec_len(batch))
@@ -111,7 +150,9 @@ final class Batch {
 
 /// Operation → netlink messages.
 enum Writer {
-    static func add(_ operation: Operation, index: Int, to batch: Batch, nextSetID: inout UInt32) throws(LoweringError) {
+    /// `sets`: the definitions of the sets of the operation's table, for rules that look them up
+    /// and elements that go in or out of them (see `SetCatalog`).
+    static func add(_ operation: Operation, index: Int, to batch: Batch, nextSetID: inout UInt32, sets: SetCatalog) throws(LoweringError) {
         let ref = operation.table
         let family = ref.family
         switch operation {
@@ -133,24 +174,17 @@ enum Writer {
         case .addSet(_, let set):
             guard !set.key.isEmpty, set.key.count <= 5 else { throw LoweringError(message: "a set key has 1 to 5 fields") }
             guard KeyType.length(set.key) <= 64 else { throw LoweringError(message: "a set key longer than 64 bytes") }
+            guard set.data.count <= 5, KeyType.length(set.data) <= 64 else { throw LoweringError(message: "map data has 1 to 5 fields, at most 64 bytes") }
+            guard !(set.isMap && !set.data.isEmpty) else { throw LoweringError(message: "a map has either verdicts or data") }
+            // nft sends single-field interval sets as rbtree ranges (start and end elements), which nftproxy does not write.
+            guard !set.flags.contains(.interval) || set.key.count > 1 else {
+                throw LoweringError(message: "an interval set needs a concatenated key")
+            }
             let id = nextSetID
             nextSetID += 1
             try batch.add(NFT_MSG_NEWSET, family: family, flags: NLM_F_CREATE, owner: index) { header throws(LoweringError) in
-                let object = try NftnlSet()
-                let s = object.pointer
-                try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue), "set table")
-                try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_NAME), set.name.rawValue), "set name")
-                nftnl_set_set_u32(s, Attr.id(NFTNL_SET_FLAGS), set.isMap ? K.setMap : 0)
-                nftnl_set_set_u32(s, Attr.id(NFTNL_SET_KEY_TYPE), KeyType.id(set.key))
-                nftnl_set_set_u32(s, Attr.id(NFTNL_SET_KEY_LEN), UInt32(KeyType.length(set.key)))
-                if set.isMap {
-                    nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_TYPE), K.dataVerdict)
-                    nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_LEN), 0)
-                }
-                nftnl_set_set_u32(s, Attr.id(NFTNL_SET_ID), id)
-                let data = Userdata.set(set)
-                try check(data.bytes.withUnsafeBytes { nftnl_set_set_data(s, Attr.id(NFTNL_SET_USERDATA), $0.baseAddress, UInt32($0.count)) }, "set userdata")
-                nftnl_set_nlmsg_build_payload(header, s)
+                let object = try setObject(set, table: ref, id: id)
+                nftnl_set_nlmsg_build_payload(header, object.pointer)
             }
         case .deleteSet(_, let name):
             try batch.add(NFT_MSG_DELSET, family: family, flags: 0, owner: index) { header throws(LoweringError) in
@@ -190,7 +224,7 @@ enum Writer {
                 nftnl_chain_nlmsg_build_payload(header, chain.pointer)
             }
         case .addRule(_, let chainName, let rule):
-            let expressions = try Lowering.rule(rule, family: family)
+            let expressions = try Lowering.rule(rule, family: family, sets: sets)
             try batch.add(NFT_MSG_NEWRULE, family: family, flags: NLM_F_CREATE | NLM_F_APPEND, owner: index) { header throws(LoweringError) in
                 let object = try NftnlRule()
                 let r = object.pointer
@@ -205,30 +239,80 @@ enum Writer {
                 nftnl_rule_nlmsg_build_payload(header, r)
             }
         case .addElements(_, let setName, let elements):
-            try addElements(elements, withData: true, set: setName, ref: ref, type: NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, index: index, batch: batch)
+            try addElements(elements, withData: true, set: setName, shape: sets[setName], ref: ref, type: NFT_MSG_NEWSETELEM,
+                            flags: NLM_F_CREATE, index: index, batch: batch)
         case .deleteElements(_, let setName, let elements):
-            try addElements(elements, withData: false, set: setName, ref: ref, type: NFT_MSG_DELSETELEM, flags: 0, index: index, batch: batch)
+            try addElements(elements, withData: false, set: setName, shape: sets[setName], ref: ref, type: NFT_MSG_DELSETELEM,
+                            flags: 0, index: index, batch: batch)
         }
     }
 
-    /// Element messages, each holding as many elements as fit the 64 KiB NFTA_SET_ELEM_LIST_ELEMENTS attribute.
-    private static func addElements(_ elements: [Element], withData: Bool, set setName: Name, ref: TableRef,
+    /// The NEWSET object, with the attributes nft 1.0.6 sends (`nft --debug=mnl`): the flags
+    /// (a concatenated interval set also gets NFT_SET_CONCAT, selecting pipapo), the key and data
+    /// types, the batch-local id, NFTA_SET_DESC with the size and, for pipapo, each key field's
+    /// unpadded length, and the userdata `nft list` reads.
+    static func setObject(_ set: NamedSet, table ref: TableRef, id: UInt32) throws(LoweringError) -> NftnlSet {
+        let object = try NftnlSet()
+        let s = object.pointer
+        try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue), "set table")
+        try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_NAME), set.name.rawValue), "set name")
+        var flags: UInt32 = set.isMap || !set.data.isEmpty ? K.setMap : 0
+        if set.flags.contains(.interval) { flags |= K.setInterval | (set.key.count > 1 ? K.setConcat : 0) }
+        if set.flags.contains(.timeout) { flags |= K.setTimeout }
+        if set.flags.contains(.dynamic) { flags |= K.setEval }
+        nftnl_set_set_u32(s, Attr.id(NFTNL_SET_FLAGS), flags)
+        nftnl_set_set_u32(s, Attr.id(NFTNL_SET_KEY_TYPE), KeyType.id(set.key))
+        nftnl_set_set_u32(s, Attr.id(NFTNL_SET_KEY_LEN), UInt32(KeyType.length(set.key)))
+        if set.isMap {
+            nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_TYPE), K.dataVerdict)
+            nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_LEN), 0)
+        } else if !set.data.isEmpty {
+            nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_TYPE), KeyType.id(set.data))
+            nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DATA_LEN), UInt32(KeyType.length(set.data)))
+        }
+        nftnl_set_set_u32(s, Attr.id(NFTNL_SET_ID), id)
+        if let size = set.size { nftnl_set_set_u32(s, Attr.id(NFTNL_SET_DESC_SIZE), size) }
+        if set.isConcatenatedInterval {
+            // libnftnl counts the fields up to the first zero length.
+            let lengths = set.key.map { UInt8($0.length) } + [0]
+            try check(lengths.withUnsafeBytes { nftnl_set_set_data(s, Attr.id(NFTNL_SET_DESC_CONCAT), $0.baseAddress, UInt32($0.count)) }, "set field lengths")
+        }
+        let data = Userdata.set(set)
+        try check(data.bytes.withUnsafeBytes { nftnl_set_set_data(s, Attr.id(NFTNL_SET_USERDATA), $0.baseAddress, UInt32($0.count)) }, "set userdata")
+        return object
+    }
+
+    /// Element messages, each holding as many elements as fit the 64 KiB NFTA_SET_ELEM_LIST_ELEMENTS
+    /// attribute. An element of a concatenated interval set carries its inclusive end key, also
+    /// when it is deleted; a deleted element carries only its key(s).
+    private static func addElements(_ elements: [Element], withData: Bool, set setName: Name, shape: NamedSet?, ref: TableRef,
                                     type: nf_tables_msg_types, flags: Int32, index: Int, batch: Batch) throws(LoweringError) {
         guard !elements.isEmpty else { return }
+        // The carrier set has no table or name: libnftnl would write them set first, nft writes
+        // NFTA_SET_ELEM_LIST_TABLE, then NFTA_SET_ELEM_LIST_SET (each message, below).
         let carrier = try NftnlSet()
         let s = carrier.pointer
-        try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue), "set table")
-        try check(nftnl_set_set_str(s, Attr.id(NFTNL_SET_NAME), setName.rawValue), "set name")
+        let ranges = shape?.isConcatenatedInterval ?? false
         for element in elements {
             guard let e = nftnl_set_elem_alloc() else { throw LoweringError(message: "out of memory (nftnl_set_elem_alloc)") }
             nftnl_set_elem_add(s, e)  // the set owns it from here
-            let key = try ElementKey.encode(element.key)
-            try check(key.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }, "element key")
+            if ranges {
+                let (low, high) = try ElementKey.range(element.key)
+                try check(low.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }, "element key")
+                try check(high.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_KEY_END), $0.baseAddress, UInt32($0.count)) }, "element end key")
+            } else {
+                let key = try ElementKey.encode(element.key)
+                try check(key.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }, "element key")
+            }
             guard withData else { continue }
             if let verdict = element.verdict {
                 guard case .immediateVerdict(let code, let chain) = Lowering.verdictExpression(verdict) else { continue }
                 nftnl_set_elem_set_u32(e, Attr.id(NFTNL_SET_ELEM_VERDICT), UInt32(bitPattern: code))
                 if let chain { try check(nftnl_set_elem_set_str(e, Attr.id(NFTNL_SET_ELEM_CHAIN), chain), "element chain") }
+            }
+            if !element.data.isEmpty {
+                let data = try ElementKey.encode(element.data)
+                try check(data.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }, "element data")
             }
             if let data = Userdata.comment(element.comment, type: K.udataSetElemComment) {
                 try check(data.bytes.withUnsafeBytes { nftnl_set_elem_set(e, Attr.id(NFTNL_SET_ELEM_USERDATA), $0.baseAddress, UInt32($0.count)) }, "element comment")
@@ -239,6 +323,8 @@ enum Writer {
         var more = true
         while more {
             try batch.add(type, family: ref.family, flags: flags, owner: index) { header throws(LoweringError) in
+                mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_TABLE.rawValue), ref.name.rawValue)
+                mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_SET.rawValue), setName.rawValue)
                 more = nftnl_set_elems_nlmsg_build_payload_iter(header, iterator) == 1
             }
         }

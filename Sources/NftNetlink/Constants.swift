@@ -21,6 +21,10 @@ enum K {
     // Conntrack (enum nft_ct_keys; ip_conntrack_info / ip_conntrack_status bits as nft's ct_state / ct_status).
     static let ctState = UInt32(NFT_CT_STATE.rawValue)
     static let ctStatus = UInt32(NFT_CT_STATUS.rawValue)
+    static let ctDstIP = UInt32(NFT_CT_DST_IP.rawValue)  // NFT_CT_DST_IP = 20
+    static let ctDstIP6 = UInt32(NFT_CT_DST_IP6.rawValue)  // NFT_CT_DST_IP6 = 22
+    static let ctProtoDst = UInt32(NFT_CT_PROTO_DST.rawValue)  // NFT_CT_PROTO_DST = 12
+    static let ctDirOriginal: UInt8 = 0  // IP_CT_DIR_ORIGINAL (nf_conntrack_tuple_common.h)
     static let ctStateNewBit: UInt32 = 8  // NF_CT_STATE_BIT(IP_CT_NEW)
     static let ctStatusDstNAT: UInt32 = 0x20  // IPS_DST_NAT
 
@@ -36,6 +40,13 @@ enum K {
 
     // bitwise (enum nft_bitwise_ops).
     static let bitwiseMaskXor = UInt32(NFT_BITWISE_MASK_XOR.rawValue)  // NFT_BITWISE_MASK_XOR = 0
+
+    // byteorder (enum nft_byteorder_ops).
+    static let byteorderHton = UInt32(NFT_BYTEORDER_HTON.rawValue)  // NFT_BYTEORDER_HTON = 1
+
+    // lookup flags (enum nft_lookup_flags), dynset ops (enum nft_dynset_ops).
+    static let lookupInvert = UInt32(NFT_LOOKUP_F_INV.rawValue)  // NFT_LOOKUP_F_INV = 1
+    static let dynsetUpdate = UInt32(NFT_DYNSET_OP_UPDATE.rawValue)  // NFT_DYNSET_OP_UPDATE = 1
 
     // numgen (enum nft_ng_types).
     static let numgenIncremental = UInt32(NFT_NG_INCREMENTAL.rawValue)
@@ -59,7 +70,11 @@ enum K {
     static let verdictGoto = Int32(NFT_GOTO.rawValue)
 
     // Sets (enum nft_set_flags, enum nft_data_types).
-    static let setMap = UInt32(NFT_SET_MAP.rawValue)
+    static let setMap = UInt32(NFT_SET_MAP.rawValue)  // NFT_SET_MAP = 0x8
+    static let setInterval = UInt32(NFT_SET_INTERVAL.rawValue)  // NFT_SET_INTERVAL = 0x4
+    static let setTimeout = UInt32(NFT_SET_TIMEOUT.rawValue)  // NFT_SET_TIMEOUT = 0x10
+    static let setEval = UInt32(NFT_SET_EVAL.rawValue)  // NFT_SET_EVAL = 0x20 (nft's `dynamic`)
+    static let setConcat = UInt32(NFT_SET_CONCAT.rawValue)  // NFT_SET_CONCAT = 0x80
     static let dataVerdict = UInt32(NFT_DATA_VERDICT.rawValue)  // 0xffffff00
 
     // nft's `enum datatypes` ids (nftables include/datatype.h), used in NFTA_SET_KEY_TYPE.
@@ -77,6 +92,7 @@ enum K {
     static let udataSetKeyByteorder = UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue)  // 0
     static let udataSetDataByteorder = UInt8(NFTNL_UDATA_SET_DATABYTEORDER.rawValue)  // 1
     static let udataSetKeyTypeof = UInt8(NFTNL_UDATA_SET_KEY_TYPEOF.rawValue)  // 3
+    static let udataSetDataTypeof = UInt8(NFTNL_UDATA_SET_DATA_TYPEOF.rawValue)  // 4
     static let udataSetDataInterval = UInt8(NFTNL_UDATA_SET_DATA_INTERVAL.rawValue)  // 6
     static let udataSetComment = UInt8(NFTNL_UDATA_SET_COMMENT.rawValue)  // 7
     static let udataTypeofExpr = UInt8(NFTNL_UDATA_SET_TYPEOF_EXPR)  // 0

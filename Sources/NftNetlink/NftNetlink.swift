@@ -33,11 +33,13 @@ public struct NetlinkBackend: RulesetBackend {
     func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?) throws(BackendError) {
         guard !transaction.isEmpty else { return }
         let socket = try NetlinkSocket(netnsPath: netnsPath)
+        var generation = fixedGeneration
+        let catalogs = try setCatalogs(transaction, socket: socket, generation: &generation)
         let batch = try Batch(firstSeq: socket.nextSeq())
         var setID: UInt32 = 1
         for (index, operation) in transaction.operations.enumerated() {
             do {
-                try Writer.add(operation, index: index, to: batch, nextSetID: &setID)
+                try Writer.add(operation, index: index, to: batch, nextSetID: &setID, sets: catalogs[operation.table] ?? SetCatalog())
             } catch {
                 throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
             }
@@ -48,11 +50,39 @@ public struct NetlinkBackend: RulesetBackend {
         // Only errors are acknowledged (plus BATCH_END on kernels ≥ 6.10), so a receive buffer
         // of 1 KiB per message holds every ack even if every message fails (nft's sizing).
         socket.setBuffer(send: false, bytes: min(max(batch.messageCount * 1024, 256 * 1024), 1 << 30))
-        let generation: UInt32
-        if let fixedGeneration { generation = fixedGeneration } else { generation = try socket.generation() }
-        batch.setGeneration(generation)
+        if let generation { batch.setGeneration(generation) } else { batch.setGeneration(try socket.generation()) }
         _ = try batch.send(on: socket)
         try readAcks(socket, batch, transaction)
+    }
+
+    /// The definitions of the sets each table's rules and elements name (see `SetCatalog`): those
+    /// the transaction creates, and the kernel's for the others. Those are read only when some
+    /// operation names a set the transaction does not create, after reading the generation, so
+    /// that a commit by anyone in between fails the batch (ERESTART) instead of going unseen.
+    private func setCatalogs(_ transaction: Transaction, socket: NetlinkSocket,
+                             generation: inout UInt32?) throws(BackendError) -> [TableRef: SetCatalog] {
+        var created: [TableRef: SetCatalog] = [:]
+        var named: [TableRef: Set<Name>] = [:]
+        for operation in transaction.operations {
+            switch operation {
+            case .addSet(let table, let set):
+                created[table, default: SetCatalog()].add(set)
+            case .addRule(let table, _, let rule):
+                named[table, default: []].formUnion(rule.statements.compactMap(\.setName))
+            case .addElements(let table, let set, _), .deleteElements(let table, let set, _):
+                named[table, default: []].insert(set)
+            default:
+                break
+            }
+        }
+        var catalogs = created
+        for (table, names) in named.sorted(by: { $0.key < $1.key }) where !names.isSubset(of: created[table]?.names ?? []) {
+            if generation == nil { generation = try socket.generation() }
+            var catalog = SetCatalog(try TableReader(socket: socket).readSets(table))
+            if let ours = created[table] { catalog.add(contentsOf: ours) }  // what the batch (re)creates wins
+            catalogs[table] = catalog
+        }
+        return catalogs
     }
 
     /// The kernel processes the batch inside sendmsg, so every ack is queued when it returns:

@@ -98,10 +98,11 @@ enum ExpressionCodec {
             e = try alloc("meta")
             u32(e, NFTNL_EXPR_META_KEY, key)
             u32(e, NFTNL_EXPR_META_SREG, sreg)
-        case .ct(let key, let dreg):
+        case .ct(let key, let dreg, let direction):
             e = try alloc("ct")
-            u32(e, NFTNL_EXPR_CT_KEY, key)
             u32(e, NFTNL_EXPR_CT_DREG, dreg)
+            u32(e, NFTNL_EXPR_CT_KEY, key)
+            if let direction { nftnl_expr_set_u8(e, Attr.id(NFTNL_EXPR_CT_DIR), direction) }
         case .fib(let flags, let result, let dreg):
             e = try alloc("fib")
             u32(e, NFTNL_EXPR_FIB_DREG, dreg)
@@ -120,6 +121,20 @@ enum ExpressionCodec {
             u32(e, NFTNL_EXPR_BITWISE_LEN, UInt32(mask.count))
             try blob(e, NFTNL_EXPR_BITWISE_MASK, mask)
             try blob(e, NFTNL_EXPR_BITWISE_XOR, xor)
+        case .byteorder(let sreg, let dreg, let op, let length, let size):
+            e = try alloc("byteorder")
+            u32(e, NFTNL_EXPR_BYTEORDER_SREG, sreg)
+            u32(e, NFTNL_EXPR_BYTEORDER_DREG, dreg)
+            u32(e, NFTNL_EXPR_BYTEORDER_LEN, length)
+            u32(e, NFTNL_EXPR_BYTEORDER_SIZE, size)
+            u32(e, NFTNL_EXPR_BYTEORDER_OP, op)
+        case .dynset(let op, let sregKey, let sregData, let set, let timeout):
+            e = try alloc("dynset")
+            u32(e, NFTNL_EXPR_DYNSET_SREG_KEY, sregKey)
+            if let sregData { u32(e, NFTNL_EXPR_DYNSET_SREG_DATA, sregData) }
+            u32(e, NFTNL_EXPR_DYNSET_OP, op)
+            try string(e, NFTNL_EXPR_DYNSET_SET_NAME, set)
+            if timeout != 0 { nftnl_expr_set_u64(e, Attr.id(NFTNL_EXPR_DYNSET_TIMEOUT), timeout) }
         case .lookup(let sreg, let dreg, let set, let flags):
             e = try alloc("lookup")
             u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg)
@@ -162,8 +177,9 @@ enum ExpressionCodec {
     }
 
     /// Reads a dumped expression back, normalised to the shape `make` builds: the kernel adds
-    /// attributes nft leaves to their defaults (lookup flags 0, bitwise op mask-xor, nat
-    /// max registers equal to the min ones and the MAP_IPS flag it implies).
+    /// attributes nft leaves to their defaults (lookup flags 0, bitwise op mask-xor, dynset
+    /// flags 0 and timeout 0, nat max registers equal to the min ones and the flags they imply,
+    /// see `Expression.normalized`).
     static func read(_ e: OpaquePointer) -> Expression {
         func has(_ attribute: Int) -> Bool { nftnl_expr_is_set(e, Attr.id(attribute)) }
         func u32(_ attribute: Int) -> UInt32 { nftnl_expr_get_u32(e, Attr.id(attribute)) }
@@ -183,8 +199,9 @@ enum ExpressionCodec {
             return .meta(key: u32(NFTNL_EXPR_META_KEY), dreg: u32(NFTNL_EXPR_META_DREG))
         case "meta" where has(NFTNL_EXPR_META_SREG):
             return .metaSet(key: u32(NFTNL_EXPR_META_KEY), sreg: u32(NFTNL_EXPR_META_SREG))
-        case "ct" where has(NFTNL_EXPR_CT_DREG) && !has(NFTNL_EXPR_CT_DIR):
-            return .ct(key: u32(NFTNL_EXPR_CT_KEY), dreg: u32(NFTNL_EXPR_CT_DREG))
+        case "ct" where has(NFTNL_EXPR_CT_DREG):
+            return .ct(key: u32(NFTNL_EXPR_CT_KEY), dreg: u32(NFTNL_EXPR_CT_DREG),
+                       direction: has(NFTNL_EXPR_CT_DIR) ? nftnl_expr_get_u8(e, Attr.id(NFTNL_EXPR_CT_DIR)) : nil)
         case "fib":
             return .fib(flags: u32(NFTNL_EXPR_FIB_FLAGS), result: u32(NFTNL_EXPR_FIB_RESULT), dreg: u32(NFTNL_EXPR_FIB_DREG))
         case "cmp":
@@ -193,6 +210,14 @@ enum ExpressionCodec {
             let mask = blob(NFTNL_EXPR_BITWISE_MASK), xor = blob(NFTNL_EXPR_BITWISE_XOR)
             guard mask.count == Int(u32(NFTNL_EXPR_BITWISE_LEN)), xor.count == mask.count else { return .unsupported("bitwise") }
             return .bitwise(sreg: u32(NFTNL_EXPR_BITWISE_SREG), dreg: u32(NFTNL_EXPR_BITWISE_DREG), mask: mask, xor: xor)
+        case "byteorder":
+            return .byteorder(sreg: u32(NFTNL_EXPR_BYTEORDER_SREG), dreg: u32(NFTNL_EXPR_BYTEORDER_DREG), op: u32(NFTNL_EXPR_BYTEORDER_OP),
+                              length: u32(NFTNL_EXPR_BYTEORDER_LEN), size: u32(NFTNL_EXPR_BYTEORDER_SIZE))
+        case "dynset" where !has(NFTNL_EXPR_DYNSET_EXPR) && !has(NFTNL_EXPR_DYNSET_EXPRESSIONS) && u32(NFTNL_EXPR_DYNSET_FLAGS) == 0:
+            guard let set = string(NFTNL_EXPR_DYNSET_SET_NAME) else { return .unsupported("dynset") }
+            return .dynset(op: u32(NFTNL_EXPR_DYNSET_OP), sregKey: u32(NFTNL_EXPR_DYNSET_SREG_KEY),
+                           sregData: has(NFTNL_EXPR_DYNSET_SREG_DATA) ? u32(NFTNL_EXPR_DYNSET_SREG_DATA) : nil, set: set,
+                           timeout: has(NFTNL_EXPR_DYNSET_TIMEOUT) ? nftnl_expr_get_u64(e, Attr.id(NFTNL_EXPR_DYNSET_TIMEOUT)) : 0)
         case "lookup":
             guard let set = string(NFTNL_EXPR_LOOKUP_SET) else { return .unsupported("lookup") }
             return .lookup(sreg: u32(NFTNL_EXPR_LOOKUP_SREG), dreg: has(NFTNL_EXPR_LOOKUP_DREG) ? u32(NFTNL_EXPR_LOOKUP_DREG) : nil,
@@ -210,9 +235,8 @@ enum ExpressionCodec {
             guard !has(NFTNL_EXPR_NAT_REG_ADDR_MAX) || u32(NFTNL_EXPR_NAT_REG_ADDR_MAX) == addrMin,
                   !has(NFTNL_EXPR_NAT_REG_PROTO_MAX) || u32(NFTNL_EXPR_NAT_REG_PROTO_MAX) == protoMin
             else { return .unsupported("nat with a range") }
-            var flags = u32(NFTNL_EXPR_NAT_FLAGS)
-            if addrMin != 0 { flags &= ~K.natMapIPs }
-            return .nat(type: u32(NFTNL_EXPR_NAT_TYPE), family: u32(NFTNL_EXPR_NAT_FAMILY), addrMin: addrMin, protoMin: protoMin, flags: flags)
+            return Expression.nat(type: u32(NFTNL_EXPR_NAT_TYPE), family: u32(NFTNL_EXPR_NAT_FAMILY), addrMin: addrMin, protoMin: protoMin,
+                                  flags: u32(NFTNL_EXPR_NAT_FLAGS)).normalized
         case "masq" where !has(NFTNL_EXPR_MASQ_REG_PROTO_MIN):
             return .masq(flags: u32(NFTNL_EXPR_MASQ_FLAGS))
         case "reject":

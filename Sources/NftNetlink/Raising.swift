@@ -6,30 +6,38 @@ import ServiceModel
 /// Each candidate statement is read off the expressions, lowered again and compared with the
 /// expressions it claims to cover, so anything that is not byte for byte what nftproxy writes
 /// (a hand-edited rule, another tool's rule) is refused rather than guessed at.
+///
+/// `tcp dport` and `th dport` load the same bytes. Like nft's own listing, a transport-header
+/// port load after a `meta l4proto tcp` match reads as `tcp dport`, anywhere else as `th dport`
+/// (and `Lowering` refuses the one spelling that would not read back).
 enum Raising {
-    static func rule(_ expressions: [Expression], family: Family) -> [Statement]? {
+    static func rule(_ expressions: [Expression], family: Family, sets: SetCatalog) -> [Statement]? {
         var statements: [Statement] = []
+        var proto: L4Protocol?
         var index = 0
         while index < expressions.count {
-            guard let statement = candidate(expressions[index...], family: family),
-                  let lowered = try? Lowering.statement(statement, family: family),
+            guard let statement = candidate(expressions[index...], family: family, proto: proto),
+                  let lowered = try? Lowering.statement(statement, family: family, sets: sets),
                   index + lowered.count <= expressions.count,
-                  Array(expressions[index..<(index + lowered.count)]) == lowered
+                  zip(expressions[index...], lowered).allSatisfy({ $0 == $1 || $0.normalized == $1.normalized })
             else { return nil }
             statements.append(statement)
+            if case .l4proto(let matched) = statement { proto = matched }
             index += lowered.count
         }
+        guard (try? Lowering.checkProtocolContext(statements)) != nil else { return nil }
         return statements
     }
 
     /// The statement whose lowering should start at `rest.first`, read from its distinctive parts.
-    private static func candidate(_ rest: ArraySlice<Expression>, family: Family) -> Statement? {
+    private static func candidate(_ rest: ArraySlice<Expression>, family: Family, proto: L4Protocol?) -> Statement? {
         // Every fixed shape is told apart by its first three expressions.
         let items = Array(rest.prefix(3))
         guard let first = items.first else { return nil }
         switch first {
-        case .payload, .meta(K.metaL4proto, _):
-            if let lookup = concatenationLookup(rest.prefix(17), family: family) { return lookup }
+        case .payload, .meta(K.metaL4proto, _), .ct(_, _, K.ctDirOriginal?):
+            // A key is at most 16 loads (plus a byteorder), then its lookup and the nat of a dnat map.
+            if let keyed = keyedStatement(rest.prefix(40), family: family, proto: proto) { return keyed }
             if case .meta = first {
                 guard items.count >= 2, case .cmp(_, _, let data) = items[1], data.count == 1,
                       let proto = L4Protocol.allCases.first(where: { $0.number == data[0] }) else { return nil }
@@ -43,9 +51,9 @@ enum Raising {
             case .metaSet: return maskValue == 0xffff_ffff ? .toggleMarkBit(xorValue) : .setMarkBit(xorValue)
             default: return nil
             }
-        case .ct(K.ctState, _):
+        case .ct(K.ctState, _, .none):
             return .ctStateNew
-        case .ct(K.ctStatus, _):
+        case .ct(K.ctStatus, _, .none):
             return .ctStatusDNAT
         case .fib(let flags, _, _):
             return .fibLocal(flags == K.fibSaddr ? .saddr : .daddr)
@@ -66,25 +74,57 @@ enum Raising {
         }
     }
 
-    /// `sel . sel … @set` or `… vmap @map`: loads into consecutive slots, then a lookup from NFT_REG_1.
-    private static func concatenationLookup(_ items: ArraySlice<Expression>, family: Family) -> Statement? {
-        var selectors: [Selector] = []
-        for item in items {
+    /// A statement keyed by a concatenation of loads into consecutive slots: `… @set`,
+    /// `… != @set`, `… vmap @map`, `dnat to … map @map`, or `update @map { key : data }`.
+    private static func keyedStatement(_ items: ArraySlice<Expression>, family: Family, proto: L4Protocol?) -> Statement? {
+        var loads: [(selector: Selector, slot: Int)] = []
+        for (position, item) in zip(items.indices, items) {
+            let slot: UInt32
+            let selector: Selector
             switch item {
-            case .payload(K.networkHeader, let offset, _, _):
-                if offset == Lowering.addressOffset(.saddr, family) { selectors.append(.saddr) }
-                else if offset == Lowering.addressOffset(.daddr, family) { selectors.append(.daddr) }
+            case .payload(K.networkHeader, let offset, _, let dreg):
+                if offset == Lowering.addressOffset(.saddr, family) { selector = .saddr }
+                else if offset == Lowering.addressOffset(.daddr, family) { selector = .daddr }
                 else { return nil }
-            case .payload(K.transportHeader, 2, 2, _):
-                selectors.append(.thDport)
-            case .meta(K.metaL4proto, _):
-                selectors.append(.l4proto)
-            case .lookup(_, let dreg, let set, _):
-                guard let name = Name(set), !selectors.isEmpty else { return nil }
-                return dreg == nil ? .lookup(selectors, set: name) : .vmap(selectors, map: name)
+                slot = dreg
+            case .payload(K.transportHeader, 2, 2, let dreg):
+                selector = proto.map { .dport($0) } ?? .thDport
+                slot = dreg
+            case .meta(K.metaL4proto, let dreg):
+                selector = .l4proto
+                slot = dreg
+            case .ct(K.ctDstIP, let dreg, K.ctDirOriginal?) where family == .ip,
+                 .ct(K.ctDstIP6, let dreg, K.ctDirOriginal?) where family == .ip6:
+                selector = .ctOriginalDaddr
+                slot = dreg
+            case .ct(K.ctProtoDst, let dreg, K.ctDirOriginal?):
+                selector = .ctOriginalProtoDst
+                slot = dreg
+            case .byteorder:
+                continue  // part of an interval set's key; the lowering puts it back
+            case .lookup(_, let dreg, let set, let flags):
+                guard let name = Name(set), !loads.isEmpty else { return nil }
+                let selectors = loads.map(\.selector)
+                switch (dreg, flags) {
+                case (nil, 0): return .lookup(selectors, set: name)
+                case (nil, K.lookupInvert): return .notInSet(selectors, set: name)
+                case (K.regVerdict?, 0): return .vmap(selectors, map: name)
+                case (K.reg1?, 0):
+                    guard case .nat? = items[(position + 1)...].first else { return nil }
+                    return .dnatMap(selectors, map: name)
+                default: return nil
+                }
+            case .dynset(K.dynsetUpdate, _, let sregData, let set, let timeout):
+                guard let name = Name(set), !loads.isEmpty, timeout % 1000 == 0, let seconds = UInt32(exactly: timeout / 1000) else { return nil }
+                let dataSlot = sregData.flatMap(Register.slot) ?? Int.max
+                let key = loads.filter { $0.slot < dataSlot }.map(\.selector)
+                let data = loads.filter { $0.slot >= dataSlot }.map(\.selector)
+                return .update(map: name, key: key, timeoutSeconds: seconds, data: data)
             default:
                 return nil
             }
+            guard let start = Register.slot(slot) else { return nil }
+            loads.append((selector, start))
         }
         return nil
     }

@@ -98,15 +98,7 @@ struct TableReader {
         }
         guard var table else { return nil }
 
-        // Sets: the dump is filtered by table in the kernel (NFTA_SET_TABLE).
-        var sets: [NamedSet] = []
-        try socket.request(NFT_MSG_GETSET, family: family, dump: true, build: { header throws(LoweringError) in
-            let object = try NftnlSet()
-            nftnl_set_set_str(object.pointer, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue)
-            nftnl_set_nlmsg_build_payload(header, object.pointer)
-        }) { message throws(BackendError) in
-            if let set = try parseSet(message, ref: ref) { sets.append(set) }
-        }
+        var sets = try readSets(ref)
         for index in sets.indices {
             sets[index].elements = try readElements(of: sets[index], ref: ref)
         }
@@ -126,6 +118,7 @@ struct TableReader {
         // Rules: one dump per chain (NFTA_RULE_TABLE + NFTA_RULE_CHAIN). A whole-table rule dump
         // would cost O(rules²) in the kernel, which re-walks the table from its first rule for
         // every 32 KiB of answer; a chain's dump walks only that chain.
+        let catalog = SetCatalog(sets)
         for index in chains.indices {
             let chainName = chains[index].name
             var rules: [Rule] = []
@@ -135,7 +128,7 @@ struct TableReader {
                 nftnl_rule_set_str(object.pointer, Attr.id(NFTNL_RULE_CHAIN), chainName.rawValue)
                 nftnl_rule_nlmsg_build_payload(header, object.pointer)
             }) { message throws(BackendError) in
-                if let (chain, rule) = try parseRule(message, ref: ref) {
+                if let (chain, rule) = try parseRule(message, ref: ref, sets: catalog) {
                     guard chain == chainName else {
                         throw BackendError(errno: EPROTO, message: "table \(ref): asked for the rules of chain \(chainName), got one of \(chain)")
                     }
@@ -146,6 +139,24 @@ struct TableReader {
         }
         table.chains = chains
         return table
+    }
+
+    /// The table's sets and maps, without their elements; none when the table does not exist.
+    /// The dump is filtered by table in the kernel (NFTA_SET_TABLE).
+    func readSets(_ ref: TableRef) throws(BackendError) -> [NamedSet] {
+        var sets: [NamedSet] = []
+        do {
+            try socket.request(NFT_MSG_GETSET, family: UInt16(ref.family.nfproto), dump: true, build: { header throws(LoweringError) in
+                let object = try NftnlSet()
+                nftnl_set_set_str(object.pointer, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue)
+                nftnl_set_nlmsg_build_payload(header, object.pointer)
+            }) { message throws(BackendError) in
+                if let set = try parseSet(message, ref: ref) { sets.append(set) }
+            }
+        } catch where error.errno == ENOENT {
+            return []
+        }
+        return sets
     }
 
     private func parseTable(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Table {
@@ -175,19 +186,51 @@ struct TableReader {
             BackendError(errno: EPROTO, message: "table \(ref): set \(rawName) \(what), which nftproxy does not write (edited by hand or by another tool?)")
         }
         guard let name = Name(rawName) else { throw unexpected("has an invalid name") }
-        let flags = nftnl_set_get_u32(s, Attr.id(NFTNL_SET_FLAGS))
-        guard flags & ~K.setMap == 0 else { throw unexpected("has flags 0x\(String(flags, radix: 16))") }
-        let isMap = flags & K.setMap != 0
-        guard let key = KeyType.types(id: nftnl_set_get_u32(s, Attr.id(NFTNL_SET_KEY_TYPE))),
-              Int(nftnl_set_get_u32(s, Attr.id(NFTNL_SET_KEY_LEN))) == KeyType.length(key) else { throw unexpected("has a key type nftproxy does not use") }
-        if isMap {
-            guard nftnl_set_get_u32(s, Attr.id(NFTNL_SET_DATA_TYPE)) == K.dataVerdict else { throw unexpected("maps to something other than verdicts") }
+        func has(_ attribute: nftnl_set_attr) -> Bool { nftnl_set_is_set(s, Attr.id(attribute)) }
+        func u32(_ attribute: nftnl_set_attr) -> UInt32 { nftnl_set_get_u32(s, Attr.id(attribute)) }
+
+        let rawFlags = u32(NFTNL_SET_FLAGS)
+        let known = K.setMap | K.setInterval | K.setConcat | K.setTimeout | K.setEval
+        guard rawFlags & ~known == 0 else { throw unexpected("has flags 0x\(String(rawFlags, radix: 16))") }
+        var flags: SetFlags = []
+        if rawFlags & K.setInterval != 0 { flags.insert(.interval) }
+        if rawFlags & K.setTimeout != 0 { flags.insert(.timeout) }
+        if rawFlags & K.setEval != 0 { flags.insert(.dynamic) }
+        guard let key = KeyType.types(id: u32(NFTNL_SET_KEY_TYPE)), Int(u32(NFTNL_SET_KEY_LEN)) == KeyType.length(key) else {
+            throw unexpected("has a key type nftproxy does not use")
         }
+        // nftproxy's interval sets are concatenations, which nft marks NFT_SET_CONCAT (pipapo) with each field's length.
+        let concatenatedInterval = flags.contains(.interval) && key.count > 1
+        guard (rawFlags & K.setConcat != 0) == concatenatedInterval, !flags.contains(.interval) || concatenatedInterval else {
+            throw unexpected("has flags 0x\(String(rawFlags, radix: 16)) for a \(key.count)-field key")
+        }
+        if concatenatedInterval {
+            var count: UInt32 = 0
+            let lengths = Attr.bytes(nftnl_set_get_data(s, Attr.id(NFTNL_SET_DESC_CONCAT), &count), count)
+            guard lengths == key.map({ UInt8($0.length) }) else { throw unexpected("has field lengths \(lengths)") }
+        }
+        var isMap = false
+        var data: [DataType] = []
+        if rawFlags & K.setMap != 0 {
+            if u32(NFTNL_SET_DATA_TYPE) == K.dataVerdict {
+                isMap = true
+            } else if let types = KeyType.types(id: u32(NFTNL_SET_DATA_TYPE)), Int(u32(NFTNL_SET_DATA_LEN)) == KeyType.length(types) {
+                data = types
+            } else {
+                throw unexpected("maps to a type nftproxy does not use")
+            }
+        }
+        if has(NFTNL_SET_TIMEOUT), nftnl_set_get_u64(s, Attr.id(NFTNL_SET_TIMEOUT)) != 0 { throw unexpected("has a default timeout") }
+        // The kernel keeps a size only when one was given, except that a dynset binding a set
+        // without one gives it 65535 (and `nft list` shows `size 65535`): that is the IR's nil,
+        // the kernel's default, not drift. (So a dynamic set declared with size 65535 reads back without.)
+        var size = has(NFTNL_SET_DESC_SIZE) && u32(NFTNL_SET_DESC_SIZE) != 0 ? u32(NFTNL_SET_DESC_SIZE) : nil
+        if flags.contains(.dynamic), size == 65535 { size = nil }
         var comment: Comment?
-        if let data = userdata(nftnl_set_is_set(s, Attr.id(NFTNL_SET_USERDATA)), { nftnl_set_get_data(s, Attr.id(NFTNL_SET_USERDATA), &$0) }) {
-            comment = data.string(K.udataSetComment).map(Comment.init)
+        if let udata = userdata(has(NFTNL_SET_USERDATA), { nftnl_set_get_data(s, Attr.id(NFTNL_SET_USERDATA), &$0) }) {
+            comment = udata.string(K.udataSetComment).map(Comment.init)
         }
-        return NamedSet(name, key: key, isMap: isMap, comment: comment)
+        return NamedSet(name, key: key, isMap: isMap, data: data, flags: flags, size: size, comment: comment)
     }
 
     /// Elements come back in the set backend's (hash) order; they are returned sorted by key,
@@ -217,15 +260,25 @@ struct TableReader {
             BackendError(errno: EPROTO, message: "table \(ref): an element of \(set.name) \(what), which nftproxy does not write")
         }
         func has(_ attribute: Int) -> Bool { nftnl_set_elem_is_set(e, Attr.id(attribute)) }
-        var length: UInt32 = 0
-        guard has(NFTNL_SET_ELEM_KEY), let keyPointer = nftnl_set_elem_get(e, Attr.id(NFTNL_SET_ELEM_KEY), &length) else { throw unexpected("has no key") }
-        let keyBytes = Attr.bytes(keyPointer, length)
-        guard let key = ElementKey.decode(keyBytes, types: set.key) else { throw unexpected("has a key that does not decode") }
+        func bytes(_ attribute: Int) -> [UInt8]? {
+            var length: UInt32 = 0
+            guard has(attribute), let pointer = nftnl_set_elem_get(e, Attr.id(attribute), &length) else { return nil }
+            return Attr.bytes(pointer, length)
+        }
+        guard let keyBytes = bytes(NFTNL_SET_ELEM_KEY) else { throw unexpected("has no key") }
+        let endBytes = bytes(NFTNL_SET_ELEM_KEY_END)
+        guard (endBytes != nil) == set.isConcatenatedInterval else { throw unexpected(endBytes == nil ? "has no end key" : "has an end key") }
+        guard let key = ElementKey.decode(low: keyBytes, high: endBytes ?? keyBytes, types: set.key) else {
+            throw unexpected("has a key that does not decode")
+        }
         if has(NFTNL_SET_ELEM_FLAGS), nftnl_set_elem_get_u32(e, Attr.id(NFTNL_SET_ELEM_FLAGS)) != 0 { throw unexpected("has flags") }
-        guard !has(NFTNL_SET_ELEM_DATA), !has(NFTNL_SET_ELEM_TIMEOUT), !has(NFTNL_SET_ELEM_EXPR), !has(NFTNL_SET_ELEM_KEY_END) else {
-            throw unexpected("has data, a timeout or expressions")
+        guard !has(NFTNL_SET_ELEM_EXPR), !has(NFTNL_SET_ELEM_EXPRESSIONS), !has(NFTNL_SET_ELEM_OBJREF) else { throw unexpected("has expressions") }
+        // Entries of a timeout set come with their timeout and time left, which the IR leaves out.
+        guard set.flags.contains(.timeout) || (!has(NFTNL_SET_ELEM_TIMEOUT) && !has(NFTNL_SET_ELEM_EXPIRATION)) else {
+            throw unexpected("has a timeout")
         }
         var verdict: Verdict?
+        var data: [KeyValue] = []
         if set.isMap {
             guard has(NFTNL_SET_ELEM_VERDICT) else { throw unexpected("has no verdict") }
             let code = Int32(bitPattern: nftnl_set_elem_get_u32(e, Attr.id(NFTNL_SET_ELEM_VERDICT)))
@@ -233,13 +286,21 @@ struct TableReader {
             guard let decoded = Raising.verdict(code: code, chain: chain) else { throw unexpected("has verdict \(code)") }
             verdict = decoded
         } else if has(NFTNL_SET_ELEM_VERDICT) {
-            throw unexpected("has a verdict in a plain set")
+            throw unexpected("has a verdict outside a verdict map")
+        }
+        if !set.data.isEmpty {
+            guard let dataBytes = bytes(NFTNL_SET_ELEM_DATA), let decoded = ElementKey.decode(dataBytes, types: set.data) else {
+                throw unexpected("has no data, or data that does not decode")
+            }
+            data = decoded
+        } else if has(NFTNL_SET_ELEM_DATA) {
+            throw unexpected("has data outside a data map")
         }
         var comment: Comment?
-        if has(NFTNL_SET_ELEM_USERDATA), let pointer = nftnl_set_elem_get(e, Attr.id(NFTNL_SET_ELEM_USERDATA), &length) {
-            comment = Userdata(bytes: Attr.bytes(pointer, length)).string(K.udataSetElemComment).map(Comment.init)
+        if let userdata = bytes(NFTNL_SET_ELEM_USERDATA) {
+            comment = Userdata(bytes: userdata).string(K.udataSetElemComment).map(Comment.init)
         }
-        return (ElementOrder(keyBytes), Element(key, verdict: verdict, comment: comment))
+        return (ElementOrder(keyBytes), Element(key, verdict: verdict, data: data, comment: comment))
     }
 
     private func parseChain(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Chain? {
@@ -267,7 +328,7 @@ struct TableReader {
         return Chain(name, base: BaseChain(type: type, hook: hook, priority: priority))
     }
 
-    private func parseRule(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> (Name, Rule)? {
+    private func parseRule(_ message: UnsafePointer<nlmsghdr>, ref: TableRef, sets: SetCatalog) throws(BackendError) -> (Name, Rule)? {
         guard let object = try? NftnlRule(), nftnl_rule_nlmsg_parse(message, object.pointer) >= 0 else {
             throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse a rule")
         }
@@ -283,7 +344,7 @@ struct TableReader {
             expressions.append(ExpressionCodec.read(e))
         }
         nftnl_expr_iter_destroy(iterator)
-        guard let statements = Raising.rule(expressions, family: ref.family) else {
+        guard let statements = Raising.rule(expressions, family: ref.family, sets: sets) else {
             let handle = nftnl_rule_get_u64(r, Attr.id(NFTNL_RULE_HANDLE))
             throw BackendError(errno: EPROTO, message: "table \(ref): chain \(chain): rule (handle \(handle)) is not one nftproxy writes (edited by hand or by another tool?): "
                                + expressions.map { "[ \($0) ]" }.joined(separator: " "))

@@ -54,24 +54,32 @@ struct Userdata: Hashable {
         return data
     }
 
-    /// The set userdata nft 1.0.6 writes for `type KEY [: verdict]; [comment "…"]`, byte for
-    /// byte (checked with `nft --debug=mnl`), so that `nft list` prints the set as nft would:
-    /// the key's byte order (0 for a concatenation), the data's for a map, an empty `typeof`
-    /// concatenation for a concatenated key, the data-interval flag for a map, the comment.
+    /// The set userdata nft 1.0.6 writes for `type KEY [: DATA]; [size N;] [flags …;] [comment "…"]`,
+    /// byte for byte (checked with `nft --debug=mnl`), so that `nft list` prints the set as nft
+    /// would: the key's byte order (0 for a concatenation), the data's for a map (0 for a verdict
+    /// or a concatenation), an empty `typeof` concatenation for a concatenated key and for
+    /// concatenated data, the data-interval flag for a map, the comment.
     static func set(_ set: NamedSet) -> Userdata {
         var data = Userdata()
-        let concatenated = set.key.count > 1
-        data.putU32(K.udataSetKeyByteorder, concatenated ? K.byteorderInvalid : KeyType.byteorder(set.key[0]))
-        if set.isMap { data.putU32(K.udataSetDataByteorder, K.byteorderInvalid) }
-        if concatenated {
-            var typeof = Userdata()
-            typeof.putU32(K.udataTypeofExpr, K.exprConcat)
-            typeof.put(K.udataTypeofData, [])
-            data.put(K.udataSetKeyTypeof, typeof.bytes)
+        let concatenatedKey = set.key.count > 1, concatenatedData = set.data.count > 1
+        let hasData = set.isMap || !set.data.isEmpty
+        data.putU32(K.udataSetKeyByteorder, concatenatedKey ? K.byteorderInvalid : KeyType.byteorder(set.key[0]))
+        if hasData {
+            data.putU32(K.udataSetDataByteorder, set.isMap || concatenatedData ? K.byteorderInvalid : KeyType.byteorder(set.data[0]))
         }
-        if set.isMap { data.putU32(K.udataSetDataInterval, 0) }
+        if concatenatedKey { data.put(K.udataSetKeyTypeof, emptyConcatenation) }
+        if concatenatedData { data.put(K.udataSetDataTypeof, emptyConcatenation) }
+        if hasData { data.putU32(K.udataSetDataInterval, 0) }
         if let comment = set.comment { data.putString(K.udataSetComment, comment.text) }
         return data
+    }
+
+    /// `typeof` of a concatenation declared with `type`: EXPR_CONCAT with no per-field data.
+    private static var emptyConcatenation: [UInt8] {
+        var typeof = Userdata()
+        typeof.putU32(K.udataTypeofExpr, K.exprConcat)
+        typeof.put(K.udataTypeofData, [])
+        return typeof.bytes
     }
 }
 
@@ -124,49 +132,89 @@ enum KeyType {
     }
 }
 
-/// Element keys: each field in network order, padded to a 4-byte register in a concatenation.
+/// Element keys and map data: each field in network order, padded to a 4-byte register in a
+/// concatenation. In a concatenated interval set an element is a range per field: NFTA_SET_ELEM_KEY
+/// holds each field's first value and NFTA_SET_ELEM_KEY_END its last (inclusive), equal for an
+/// exact field, as nft sends them.
 enum ElementKey {
-    static func bytes(_ value: KeyValue) -> [UInt8] {
+    /// A field's first and last value.
+    static func bytes(_ value: KeyValue) -> (low: [UInt8], high: [UInt8]) {
         switch value {
-        case .address(let ip): ip.bytes
-        case .proto(let proto): [proto.number]
-        case .port(let port): [UInt8(port >> 8), UInt8(port & 0xff)]
+        case .address(let ip): return (ip.bytes, ip.bytes)
+        case .proto(let proto): return ([proto.number], [proto.number])
+        case .port(let port): return ([UInt8(port >> 8), UInt8(port & 0xff)], [UInt8(port >> 8), UInt8(port & 0xff)])
+        case .prefix(let cidr):
+            let low = cidr.address.bytes
+            return (low, zip(low, cidr.maskBytes).map { $0 | ~$1 })
         }
     }
 
+    /// The key (or data) of an element that is one value: a range there has nowhere to go.
     static func encode(_ key: [KeyValue]) throws(LoweringError) -> [UInt8] {
+        let (low, high) = try range(key)
+        guard low == high else {
+            throw LoweringError(message: "an element with a range (\(key)) needs a set with the interval flag and a concatenated key")
+        }
+        return low
+    }
+
+    /// NFTA_SET_ELEM_KEY and NFTA_SET_ELEM_KEY_END of an element of a concatenated interval set.
+    static func range(_ key: [KeyValue]) throws(LoweringError) -> (low: [UInt8], high: [UInt8]) {
         guard !key.isEmpty else { throw LoweringError(message: "an element needs a key") }
         if key.count == 1 { return bytes(key[0]) }
-        var out: [UInt8] = []
+        var low: [UInt8] = [], high: [UInt8] = []
         for value in key {
             let field = bytes(value)
-            out += field + [UInt8](repeating: 0, count: Register.slots(field.count) * 4 - field.count)
+            let padding = [UInt8](repeating: 0, count: Register.slots(field.low.count) * 4 - field.low.count)
+            low += field.low + padding
+            high += field.high + padding
         }
-        guard out.count <= 64 else { throw LoweringError(message: "an element key of \(out.count) bytes exceeds NFT_DATA_VALUE_MAXLEN (64)") }
-        return out
+        guard low.count <= 64 else { throw LoweringError(message: "an element key of \(low.count) bytes exceeds NFT_DATA_VALUE_MAXLEN (64)") }
+        return (low, high)
     }
 
     static func decode(_ bytes: [UInt8], types: [DataType]) -> [KeyValue]? {
-        guard bytes.count == KeyType.length(types) else { return nil }
+        decode(low: bytes, high: bytes, types: types)
+    }
+
+    /// Undoes `range(_:)`: a field whose first and last values differ must be an address prefix.
+    static func decode(low: [UInt8], high: [UInt8], types: [DataType]) -> [KeyValue]? {
+        guard low.count == KeyType.length(types), high.count == low.count else { return nil }
         var out: [KeyValue] = []
         var index = 0
         for type in types {
-            let field = Array(bytes[index..<(index + type.length)])
-            switch type {
-            case .ipv4Address, .ipv6Address:
-                guard let ip = IPAddress(bytes: field) else { return nil }
-                out.append(.address(ip))
-            case .inetProto:
-                guard let proto = L4Protocol.allCases.first(where: { $0.number == field[0] }) else { return nil }
-                out.append(.proto(proto))
-            case .inetService:
-                out.append(.port(UInt16(field[0]) << 8 | UInt16(field[1])))
+            let width = types.count == 1 ? type.length : Register.slots(type.length) * 4
+            let field = Array(low[index..<(index + type.length)]), last = Array(high[index..<(index + type.length)])
+            // Padding must be zero.
+            guard low[(index + type.length)..<(index + width)].allSatisfy({ $0 == 0 }),
+                  high[(index + type.length)..<(index + width)].allSatisfy({ $0 == 0 }) else { return nil }
+            if field != last {
+                guard type == .ipv4Address || type == .ipv6Address, let cidr = prefix(field, last) else { return nil }
+                out.append(.prefix(cidr))
+            } else {
+                switch type {
+                case .ipv4Address, .ipv6Address:
+                    guard let ip = IPAddress(bytes: field) else { return nil }
+                    out.append(.address(ip))
+                case .inetProto:
+                    guard let proto = L4Protocol.allCases.first(where: { $0.number == field[0] }) else { return nil }
+                    out.append(.proto(proto))
+                case .inetService:
+                    out.append(.port(UInt16(field[0]) << 8 | UInt16(field[1])))
+                }
             }
-            index += types.count == 1 ? type.length : Register.slots(type.length) * 4
-            if types.count > 1, bytes[(index - (Register.slots(type.length) * 4 - type.length))..<index].contains(where: { $0 != 0 }) {
-                return nil  // padding must be zero
-            }
+            index += width
         }
         return out
+    }
+
+    /// The prefix that spans exactly `first` … `last`, if there is one.
+    private static func prefix(_ first: [UInt8], _ last: [UInt8]) -> CIDR? {
+        let differing = zip(first, last).map { $0 ^ $1 }
+        guard let leading = differing.firstIndex(where: { $0 != 0 }) else { return nil }
+        let length = leading * 8 + differing[leading].leadingZeroBitCount
+        guard let ip = IPAddress(bytes: first), let cidr = CIDR(address: ip, prefixLength: length),
+              cidr.address.bytes == first, bytes(.prefix(cidr)).high == last else { return nil }
+        return cidr
     }
 }

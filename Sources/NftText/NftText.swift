@@ -44,8 +44,10 @@ public enum NftText {
             return "delete table \(ref(t))"
         case .addSet(let t, let set):
             var spec = "type \(typeSpec(set))"
+            if let size = set.size { spec += "; size \(size)" }
+            if !set.flags.isEmpty { spec += "; flags \(flags(set.flags))" }
             if let comment = set.comment { spec += "; comment \(quoted(comment))" }
-            return "add \(set.isMap ? "map" : "set") \(ref(t)) \(set.name) { \(spec); }"
+            return "add \(set.isMap || !set.data.isEmpty ? "map" : "set") \(ref(t)) \(set.name) { \(spec); }"
         case .deleteSet(let t, let name):
             return "delete set \(ref(t)) \(name)"
         case .addChain(let t, let name, let base):
@@ -65,7 +67,9 @@ public enum NftText {
     }
 
     static func setBlock(_ set: NamedSet, family: Family) -> String {
-        var out = "\t\(set.isMap ? "map" : "set") \(set.name) {\n\t\ttype \(typeSpec(set))\n"
+        var out = "\t\(set.isMap || !set.data.isEmpty ? "map" : "set") \(set.name) {\n\t\ttype \(typeSpec(set))\n"
+        if let size = set.size { out += "\t\tsize \(size)\n" }
+        if !set.flags.isEmpty { out += "\t\tflags \(flags(set.flags))\n" }
         if let comment = set.comment { out += "\t\tcomment \(quoted(comment))\n" }
         if !set.elements.isEmpty {
             out += "\t\telements = {\n"
@@ -83,7 +87,17 @@ public enum NftText {
     }
 
     static func typeSpec(_ set: NamedSet) -> String {
-        set.key.map(\.rawValue).joined(separator: " . ") + (set.isMap ? " : verdict" : "")
+        let data = set.isMap ? " : verdict" : set.data.isEmpty ? "" : " : " + set.data.map(\.rawValue).joined(separator: " . ")
+        return set.key.map(\.rawValue).joined(separator: " . ") + data
+    }
+
+    /// Flags in the order `nft list` prints them (`dynamic,timeout`, `interval`).
+    static func flags(_ flags: SetFlags) -> String {
+        var names: [String] = []
+        if flags.contains(.dynamic) { names.append("dynamic") }
+        if flags.contains(.interval) { names.append("interval") }
+        if flags.contains(.timeout) { names.append("timeout") }
+        return names.joined(separator: ",")
     }
 
     static func baseSpec(_ base: BaseChain) -> String {
@@ -105,6 +119,7 @@ public enum NftText {
         var out = element.key.map(keyValue).joined(separator: " . ")
         if let comment = element.comment { out += " comment \(quoted(comment))" }
         if let verdict = element.verdict { out += " : " + self.verdict(verdict) }
+        if !element.data.isEmpty { out += " : " + element.data.map(keyValue).joined(separator: " . ") }
         return out
     }
 
@@ -113,6 +128,7 @@ public enum NftText {
         case .address(let ip): ip.description
         case .proto(let proto): proto.description
         case .port(let port): String(port)
+        case .prefix(let cidr): cidr.isHost ? cidr.address.description : cidr.description
         }
     }
 
@@ -137,6 +153,14 @@ public enum NftText {
             return "fib \(address == .saddr ? "saddr" : "daddr") type local"
         case .lookup(let selectors, let set):
             return selectors.map { selector($0, family: family) }.joined(separator: " . ") + " @\(set)"
+        case .notInSet(let selectors, let set):
+            return selectors.map { selector($0, family: family) }.joined(separator: " . ") + " != @\(set)"
+        case .dnatMap(let selectors, let map):
+            return "dnat to " + selectors.map { selector($0, family: family) }.joined(separator: " . ") + " map @\(map)"
+        case .update(let map, let key, let timeout, let data):
+            let keyText = key.map { selector($0, family: family) }.joined(separator: " . ")
+            let dataText = data.map { selector($0, family: family) }.joined(separator: " . ")
+            return "update @\(map) { \(keyText) timeout \(timeout)s : \(dataText) }"
         case .vmap(let selectors, let map):
             return selectors.map { selector($0, family: family) }.joined(separator: " . ") + " vmap @\(map)"
         case .numgenIncZero(let modulus):
@@ -164,6 +188,9 @@ public enum NftText {
         case .daddr: "\(family.rawValue) daddr"
         case .l4proto: "meta l4proto"
         case .thDport: "th dport"
+        case .dport(let proto): "\(proto) dport"
+        case .ctOriginalDaddr: "ct original \(family.rawValue) daddr"
+        case .ctOriginalProtoDst: "ct original proto-dst"
         }
     }
 

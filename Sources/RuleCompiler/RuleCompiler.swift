@@ -10,6 +10,42 @@ public struct Compilation: Sendable, Hashable {
     public var notes: [String]
     /// eTP=Local services with a healthCheckNodePort, for the agent's health-check servers.
     public var healthChecks: [HealthCheck]
+    /// Which backends each ClientIP-affinity destination may pin a client to.
+    public var affinity: AffinityTargets
+    /// Every UDP service port with its destinations and serving endpoints, for conntrack cleanup.
+    public var udpPorts: [UDPServicePort]
+}
+
+/// A UDP service port as conntrack cleanup sees it: where clients send, and which endpoint
+/// addresses may answer. Conntrack entries to these destinations whose reply comes from any
+/// other address are stale (a removed endpoint, or a flow recorded while there was none).
+public struct UDPServicePort: Sendable, Hashable {
+    public var name: ServicePortName
+    public var family: IPFamily
+    /// ClusterIP, externalIPs and LoadBalancer IPs, with the service port.
+    public var destinations: [IPAddress]
+    public var port: UInt16
+    /// 0 when the port has no NodePort.
+    public var nodePort: UInt16
+    /// Addresses of serving endpoints (ready, or serving while terminating), whatever the policies.
+    public var servingEndpoints: Set<IPAddress>
+}
+
+/// The backends a session-affinity entry may point at, per original destination. An entry whose
+/// backend is not listed (gone, or the service lost affinity) is stale and gets deleted.
+public struct AffinityTargets: Sendable, Hashable {
+    /// `[address, proto, port]` of ClusterIPs, externalIPs and LoadBalancer IPs → backends `[address, port]`.
+    var destinations: [Family: [[KeyValue]: Set<[KeyValue]>]] = [:]
+    /// `[proto, nodePort]` → backends.
+    var nodePorts: [Family: [[KeyValue]: Set<[KeyValue]>]] = [:]
+
+    /// Whether an element of the `affinity` map (client . destination . proto . port → backend) is still good.
+    public func keeps(_ family: Family, _ element: Element) -> Bool {
+        guard element.key.count == 4 else { return false }
+        let destination = Array(element.key[1...3])
+        if destinations[family]?[destination]?.contains(element.data) == true { return true }
+        return nodePorts[family]?[Array(element.key[2...3])]?.contains(element.data) == true
+    }
 }
 
 /// What a load balancer's health check of an eTP=Local service should learn from this node.
@@ -32,6 +68,7 @@ public enum RuleCompiler {
         var notes = facts.notes
         var serviceKinds: [(Service, [ServicePortName: [Backend]])] = []
         var healthChecks: [HealthCheck] = []
+        var udpPorts: [UDPServicePort] = []
         let index = EndpointIndex(state)
         for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
             if service.type == .externalName {
@@ -45,6 +82,16 @@ public enum RuleCompiler {
             let resolved = index.backends(for: service)
             problems += resolved.problems
             serviceKinds.append((service, resolved.ports))
+            for port in service.ports where port.protocol == .udp {
+                let name = ServicePortName(namespace: service.namespace, name: service.name, port: port.name, protocol: .udp)
+                for family in IPFamily.allCases {
+                    guard let clusterIP = service.clusterIP(family) else { continue }
+                    let serving = (resolved.ports[name] ?? []).filter { $0.address.family == family && $0.conditions.serving }
+                    let others = (service.externalIPs + service.loadBalancerIngress.map(\.ip)).filter { $0.family == family }
+                    udpPorts.append(UDPServicePort(name: name, family: family, destinations: [clusterIP] + others, port: port.port,
+                                                   nodePort: port.nodePort, servingEndpoints: Set(serving.map(\.address))))
+                }
+            }
             if service.externalTrafficPolicy == .local && service.healthCheckNodePort != 0 {
                 let local = resolved.ports.values.joined().filter {
                     $0.conditions.ready && !$0.conditions.terminating && !config.nodeName.isEmpty && $0.nodeName == config.nodeName
@@ -55,6 +102,7 @@ public enum RuleCompiler {
         }
 
         var tables: [Table] = []
+        var affinity = AffinityTargets()
         for family in IPFamily.allCases {
             let hasServices = serviceKinds.contains { $0.0.clusterIP(family) != nil }
             guard hasServices || facts.uses(family) else { continue }
@@ -63,9 +111,12 @@ public enum RuleCompiler {
                 builder.add(service, backends: ports)
             }
             problems += builder.problems
+            affinity.destinations[builder.family] = builder.affinityDestinations
+            affinity.nodePorts[builder.family] = builder.affinityNodePorts
             tables.append(builder.table())
         }
-        return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes, healthChecks: healthChecks)
+        return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes, healthChecks: healthChecks,
+                           affinity: affinity, udpPorts: udpPorts)
     }
 }
 
@@ -115,7 +166,10 @@ struct TableBuilder {
     /// Elements of the verdict maps, by map name and key.
     private var maps: [Name: [[KeyValue]: Element]] = [:]
     private var hairpin: Set<IPAddress> = []
+    private var firewallAllow: Set<[KeyValue]> = []
     private var chains: [Chain] = []
+    private(set) var affinityDestinations: [[KeyValue]: Set<[KeyValue]>] = [:]
+    private(set) var affinityNodePorts: [[KeyValue]: Set<[KeyValue]>] = [:]
 
     init(family: IPFamily, facts: NodeFacts) {
         self.family = Family(family)
@@ -178,13 +232,53 @@ struct TableBuilder {
                 }
             }
 
+            // loadBalancerSourceRanges: new connections to the LB IPs from elsewhere are dropped
+            // before DNAT. If a range holds this node's IP, the LB IPs themselves are allowed too
+            // (a VIP load balancer loops node traffic back with the LB IP as source).
+            let ranges = service.loadBalancerSourceRanges.filter { $0.family == ipFamily }
+            if !ranges.isEmpty && !loadBalancerIPs.isEmpty {
+                var sources = ranges.map(KeyValue.prefix)
+                if let nodeIP = facts.primaryIPs[ipFamily], ranges.contains(where: { $0.contains(nodeIP) }) {
+                    sources += loadBalancerIPs.map { .prefix(host($0)) }
+                }
+                for ip in loadBalancerIPs {
+                    let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                    claim(Naming.firewallIPs, Element(key, comment: comment), by: owner, service: service)
+                    for source in sources { firewallAllow.insert(key + [source]) }
+                }
+            }
+
+            // Session affinity: a known client goes back to the backend it got (the `affinity`
+            // map), which the recording chain refreshes after DNAT on each new connection.
+            var affinityLookup: [Rule] = []
+            if case .clientIP(let timeout) = service.sessionAffinity, lists.hasAny,
+               let affinityChain = Naming.affinityChain(portName, number: port.port) {
+                affinityLookup = [Rule([.dnatMap([.saddr, .daddr, .l4proto, .thDport], map: Naming.affinity)])]
+                chains.append(Chain(affinityChain, rules: [Rule([
+                    .l4proto(port.protocol),
+                    .update(map: Naming.affinity, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
+                            timeoutSeconds: UInt32(timeout), data: [.daddr, .dport(port.protocol)]),
+                ])]))
+                let targets = Set((lists.cluster + lists.local).map { [KeyValue.address($0.address), .port($0.port)] })
+                for ip in [clusterIP] + externalIPs + loadBalancerIPs {
+                    let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                    claim(Naming.affinityServices, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    affinityDestinations[key, default: []].formUnion(targets)
+                }
+                if port.nodePort != 0 {
+                    let key: [KeyValue] = [proto, .port(port.nodePort)]
+                    claim(Naming.affinityNodePorts, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    affinityNodePorts[key, default: []].formUnion(targets)
+                }
+            }
+
             if lists.hasAny && usesCluster {
                 let masquerade = service.internalTrafficPolicy == .cluster ? internalMasquerade(clusterIP) : nil
-                chains.append(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + roundRobin(lists.cluster, port.protocol)))
+                chains.append(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.cluster, port.protocol)))
             }
             if !lists.local.isEmpty && usesLocal {
                 let masquerade = service.internalTrafficPolicy == .local ? internalMasquerade(clusterIP) : nil
-                chains.append(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + roundRobin(lists.local, port.protocol)))
+                chains.append(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.local, port.protocol)))
             }
             if lists.hasAny && externallyReachable {
                 chains.append(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
@@ -214,6 +308,7 @@ struct TableBuilder {
             case .address(let ip): ip.description
             case .proto(let proto): proto.rawValue
             case .port(let port): String(port)
+            case .prefix(let cidr): cidr.description
             }
         }.joined(separator: " ")
     }
@@ -281,6 +376,16 @@ struct TableBuilder {
                      elements: elements(of: Naming.noEndpointNodePorts)),
             NamedSet(Naming.hairpin, key: [address, address], comment: Comment("endpoints that reach themselves through a service get masqueraded"),
                      elements: hairpin.sorted().map { Element([.address($0), .address($0)]) }),
+            NamedSet(Naming.affinity, key: [address, address, .inetProto, .inetService], data: [address, .inetService],
+                     flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("ClientIP session affinity: client . destination . port : backend")),
+            NamedSet(Naming.affinityServices, key: dispatchKey, isMap: true, comment: Comment("destinations with ClientIP session affinity"),
+                     elements: elements(of: Naming.affinityServices)),
+            NamedSet(Naming.affinityNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePorts with ClientIP session affinity"),
+                     elements: elements(of: Naming.affinityNodePorts)),
+            NamedSet(Naming.firewallIPs, key: dispatchKey, comment: Comment("LoadBalancer destinations with loadBalancerSourceRanges"),
+                     elements: elements(of: Naming.firewallIPs)),
+            NamedSet(Naming.firewallAllow, key: dispatchKey + [address], flags: [.interval], comment: Comment("allowed sources of LoadBalancer destinations"),
+                     elements: firewallAllow.sorted { $0.lexicographicallyPrecedes($1) }.map { Element($0) }),
         ]
 
         let newConnection = Statement.ctStateNew
@@ -298,13 +403,25 @@ struct TableBuilder {
             clusterIPCheck.append(Rule([.address(.daddr, cidr, negated: false), .verdict(.drop)], comment: Comment("drop traffic to unallocated ClusterIPs")))
         }
 
+        let recordAffinity: [Rule] = L4Protocol.allCases.flatMap { proto -> [Rule] in
+            let original: [Selector] = [.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst]
+            return [
+                Rule([.ctStatusDNAT, .l4proto(proto), .vmap(original, map: Naming.affinityServices)]),
+                Rule([.ctStatusDNAT, .l4proto(proto), .vmap([.l4proto, .ctOriginalProtoDst], map: Naming.affinityNodePorts)]),
+            ]
+        }
+
         let staticChains: [Chain] = [
+            Chain(Naming.filterPreroutingPreDNAT, base: BaseChain(type: .filter, hook: .prerouting, priority: Priority(.dstnat, -10)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.firewallCheck))])]),
+            Chain(Naming.filterOutputPreDNAT, base: BaseChain(type: .filter, hook: .output, priority: Priority(.dstnat, -10)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.firewallCheck))])]),
             Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)),
                   rules: [Rule([.verdict(.jump(Naming.services))])]),
             Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)),
                   rules: [Rule([.verdict(.jump(Naming.services))])]),
             Chain(Naming.natPostrouting, base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat)),
-                  rules: [Rule([.verdict(.jump(Naming.masquerading))])]),
+                  rules: recordAffinity + [Rule([.verdict(.jump(Naming.masquerading))])]),
             Chain(Naming.filterInput, base: BaseChain(type: .filter, hook: .input, priority: Priority(.filter)),
                   rules: [Rule([newConnection, .verdict(.jump(Naming.nodePortEndpointsCheck))]),
                           Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))])]),
@@ -318,6 +435,11 @@ struct TableBuilder {
                 Rule([.vmap(dispatch, map: Naming.serviceIPs)]),
                 Rule(nodePortMatch + [.vmap(portDispatch, map: Naming.serviceNodePorts)]),
             ]),
+            Chain(Naming.firewallCheck, rules: [Rule([
+                .lookup(dispatch, set: Naming.firewallIPs),
+                .notInSet(dispatch + [.saddr], set: Naming.firewallAllow),
+                .verdict(.drop),
+            ], comment: Comment("drop sources outside loadBalancerSourceRanges"))]),
             Chain(Naming.serviceEndpointsCheck, rules: [Rule([.vmap(dispatch, map: Naming.noEndpointServices)])]),
             Chain(Naming.nodePortEndpointsCheck, rules: [Rule(nodePortCheckMatch + [.vmap(portDispatch, map: Naming.noEndpointNodePorts)])]),
             Chain(Naming.clusterIPsCheck, rules: clusterIPCheck),

@@ -14,7 +14,7 @@ struct NftProxy: ParsableCommand {
             JSON files, or folders of them. Objects that are invalid are skipped and reported; the rest \
             is programmed.
             """,
-        subcommands: [Render.self, Diff.self, Apply.self, Explain.self, Cleanup.self]
+        subcommands: [Render.self, Diff.self, Apply.self, Explain.self, Cleanup.self, Run.self]
     )
 }
 
@@ -106,7 +106,11 @@ func header(_ compilation: Compilation) -> [String] {
 /// Exit 2 for usage and validation errors, as diff(1) does, so scripts can tell them from "changes".
 do {
     var command = try NftProxy.parseAsRoot()
-    try command.run()
+    if let agent = command as? Run {
+        try await agent.runAgent()
+    } else {
+        try command.run()
+    }
 } catch let error as ConfigError {
     warn(error.description)
     NftProxy.exit(withError: ExitCode(2))

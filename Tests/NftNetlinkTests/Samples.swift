@@ -12,6 +12,8 @@ enum Samples {
         let address = DataType.address(family)
         let a = ip(v4 ? "172.30.0.41" : "fd00:30::41"), b = ip(v4 ? "10.1.2.3" : "fd00:10::3"), c = ip(v4 ? "10.1.2.4" : "fd00:10::4")
         let service = name("service-ns1/web/tcp/http")
+        let affinity = name("affinity-ns1/web/tcp/http")
+        let dispatch: [Selector] = [.daddr, .l4proto, .thDport]
         let sets = [
             NamedSet(name("cluster-ips"), key: [address], comment: Comment("Active ClusterIPs"),
                      elements: [Element([.address(b)]), Element([.address(a)])]),
@@ -26,6 +28,19 @@ enum Samples {
             NamedSet(name("ports"), key: [.inetService], elements: [Element([.port(80)]), Element([.port(443)])]),
             NamedSet(name("protos"), key: [.inetProto], isMap: true, elements: [Element([.proto(.tcp)], verdict: .return)]),
             NamedSet(name("empty"), key: [address, .inetService]),
+            NamedSet(name("affinity"), key: [address, address, .inetProto, .inetService], data: [address, .inetService],
+                     flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("client . destination . port : backend"),
+                     elements: [Element([.address(c), .address(a), .proto(.tcp), .port(80)], data: [.address(b), .port(8080)])]),
+            NamedSet(name("affinity-services"), key: [address, .inetProto, .inetService], isMap: true,
+                     elements: [Element([.address(a), .proto(.tcp), .port(80)], verdict: .jump(affinity), comment: Comment("ns1/web:http"))]),
+            NamedSet(name("affinity-nodeports"), key: [.inetProto, .inetService], isMap: true,
+                     elements: [Element([.proto(.tcp), .port(30080)], verdict: .jump(affinity))]),
+            NamedSet(name("firewall-ips"), key: [address, .inetProto, .inetService], comment: Comment("LoadBalancer destinations"),
+                     elements: [Element([.address(a), .proto(.tcp), .port(80)]), Element([.address(a), .proto(.udp), .port(53)])]),
+            NamedSet(name("firewall-allow"), key: [address, .inetProto, .inetService, address], flags: [.interval], comment: Comment("allowed sources"),
+                     elements: [Element([.address(a), .proto(.tcp), .port(80), .prefix(cidr(v4 ? "10.0.0.0/8" : "fd00::/64"))]),
+                                Element([.address(a), .proto(.tcp), .port(80), .prefix(cidr(v4 ? "203.0.113.7/32" : "2001:db8::7/128"))]),
+                                Element([.address(a), .proto(.udp), .port(53), .prefix(cidr(v4 ? "192.0.2.0/25" : "2001:db8:1::/49"))])]),
         ]
         let mark: UInt32 = 0x4000
         let chains = [
@@ -34,7 +49,11 @@ enum Samples {
             Chain(name("nat-output"), base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat, -10)),
                   rules: [Rule([.verdict(.jump(name("services")))])]),
             Chain(name("nat-postrouting"), base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat, 5)),
-                  rules: [Rule([.verdict(.jump(name("masquerading")))])]),
+                  rules: [Rule([.ctStatusDNAT, .l4proto(.tcp), .vmap([.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst], map: name("affinity-services"))]),
+                          Rule([.ctStatusDNAT, .l4proto(.udp), .vmap([.l4proto, .ctOriginalProtoDst], map: name("affinity-nodeports"))]),
+                          Rule([.verdict(.jump(name("masquerading")))])]),
+            Chain(name("filter-prerouting-pre-dnat"), base: BaseChain(type: .filter, hook: .prerouting, priority: Priority(.dstnat, -10)),
+                  rules: [Rule([.ctStateNew, .verdict(.jump(name("firewall-check")))])]),
             Chain(name("filter-input"), base: BaseChain(type: .filter, hook: .input, priority: Priority(.filter)),
                   rules: [Rule([.ctStateNew, .verdict(.jump(name("checks")))], comment: Comment("new connections"))]),
             Chain(name("filter-forward"), base: BaseChain(type: .filter, hook: .forward, priority: Priority(.filter, -3))),
@@ -52,6 +71,19 @@ enum Samples {
                 Rule([.fibLocal(.saddr), .setMarkBit(mark)], comment: Comment("masquerade local traffic")),
             ]),
             Chain(name("checks"), rules: [Rule([.verdict(.accept)])]),
+            Chain(name("firewall-check"), rules: [
+                Rule([.lookup(dispatch, set: name("firewall-ips")), .notInSet(dispatch + [.saddr], set: name("firewall-allow")), .verdict(.drop)],
+                     comment: Comment("drop sources outside loadBalancerSourceRanges")),
+                Rule([.lookup(dispatch + [.saddr], set: name("firewall-allow")), .verdict(.return)]),
+            ]),
+            Chain(affinity, rules: [
+                Rule([.l4proto(.tcp), .update(map: name("affinity"), key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
+                                              timeoutSeconds: 10800, data: [.daddr, .dport(.tcp)])]),
+            ]),
+            Chain(name("affinity-sctp"), rules: [
+                Rule([.l4proto(.sctp), .update(map: name("affinity"), key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
+                                               timeoutSeconds: 600, data: [.daddr, .dport(.sctp)])]),
+            ]),
             Chain(name("reject-chain"), rules: [Rule([.reject])]),
             Chain(name("masquerading"), rules: [
                 Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: name("hairpin-endpoints")), .setMarkBit(mark)]),
@@ -62,6 +94,7 @@ enum Samples {
             ]),
             Chain(service, rules: [
                 Rule([.address(.daddr, CIDR(address: a, prefixLength: v4 ? 32 : 128)!, negated: false), .address(.saddr, cidr(v4 ? "10.0.0.0/8" : "fd00::/48"), negated: true), .setMarkBit(mark)]),
+                Rule([.dnatMap([.saddr, .daddr, .l4proto, .thDport], map: name("affinity"))]),
                 Rule([.numgenIncZero(modulus: 3), .l4proto(.tcp), .dnat(b, port: 8080)]),
                 Rule([.numgenIncZero(modulus: 2), .l4proto(.udp), .dnat(c, port: 53)]),
                 Rule([.l4proto(.sctp), .dnat(c, port: 65535)]),
@@ -71,6 +104,27 @@ enum Samples {
     }
 
     static var ruleset: Ruleset { Ruleset(tables: [table(.ip), table(.ip6)]) }
+
+    /// Whether nft 1.0.6 can load the rule: an `update @map { KEY : DATA }` with a key over 16
+    /// bytes (any ip6 session-affinity key) aborts it in netlink_gen_expr (`dreg < ctx->reg_low`).
+    static func nftCanLoad(_ rule: Rule, family: Family) -> Bool {
+        !rule.statements.contains { statement in
+            guard case .update(_, let key, _, let data) = statement, !data.isEmpty else { return false }
+            return key.map { family == .ip6 && ($0 == .saddr || $0 == .daddr || $0 == .ctOriginalDaddr) ? 16 : 4 }.reduce(0, +) > 16
+        }
+    }
+
+    /// `ruleset` without the rules nft 1.0.6 cannot load.
+    static var nftLoadable: Ruleset {
+        var copy = ruleset
+        for t in copy.tables.indices {
+            let family = copy.tables[t].family
+            for c in copy.tables[t].chains.indices {
+                copy.tables[t].chains[c].rules.removeAll { !nftCanLoad($0, family: family) }
+            }
+        }
+        return copy
+    }
 
     static var every: [Statement] {
         Family.allCases.flatMap { family in table(family).chains.flatMap { $0.rules.flatMap(\.statements) } }

@@ -83,7 +83,9 @@ enum Fixtures {
         try? String(contentsOf: directory.appendingPathComponent(name).appendingPathComponent("expected.nft"), encoding: .utf8)
     }
 
-    static func compile(_ name: String) throws -> Ruleset {
+    static func compile(_ name: String) throws -> Ruleset { try compilation(name).ruleset }
+
+    static func compilation(_ name: String) throws -> Compilation {
         // The `example` case renders the bundled examples/ folder.
         let stateDirectory = name == "example" ? root.appendingPathComponent("examples") : directory.appendingPathComponent(name)
         var config = NodeConfig()
@@ -97,7 +99,7 @@ enum Fixtures {
         for file in files {
             state.merge(StateDecoder.decode(try String(contentsOf: stateDirectory.appendingPathComponent(file), encoding: .utf8), source: file))
         }
-        return RuleCompiler.compile(state, config: config).ruleset
+        return RuleCompiler.compile(state, config: config)
     }
 
     /// Lines of an nft script without `#` comments, to compare a golden file with a fresh render.
