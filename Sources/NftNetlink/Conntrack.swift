@@ -23,20 +23,28 @@ public struct NetlinkConntrack: ConntrackCleaner {
     /// Deletes the stale UDP entries and returns how many the kernel deleted (entries that
     /// vanished on their own meanwhile are not counted).
     ///
-    /// - Throws: `BackendError` when the table cannot be listed, or when a delete fails for a
-    ///   reason other than ENOENT (the other deletes are still attempted).
+    /// - Throws: `BackendError` when a family's table cannot be listed, or when a delete fails
+    ///   for a reason other than ENOENT; the other deletes and the other family are still
+    ///   attempted, and the first error is thrown at the end.
     public func flush(_ requests: [ConntrackFlush]) throws(BackendError) -> Int {
         let matchers = Family.allCases.map { StaleMatcher(requests, family: $0) }.filter { !$0.isEmpty }
         guard !matchers.isEmpty else { return 0 }
         let socket = try NetlinkSocket(netnsPath: netnsPath)
         var deleted = 0
+        var failure: BackendError?
         for matcher in matchers {
-            var stale = Set<ConntrackEntry>()
-            try socket.listConntrack(family: matcher.family, protocolNumber: ConntrackTuple.udp) { entry in
-                if matcher.isStale(entry) { stale.insert(entry) }
+            // One family failing does not keep the other's stale entries alive.
+            do {
+                var stale = Set<ConntrackEntry>()
+                try socket.listConntrack(family: matcher.family, protocolNumber: ConntrackTuple.udp) { entry in
+                    if matcher.isStale(entry) { stale.insert(entry) }
+                }
+                deleted += try socket.deleteConntrack(stale.sorted(), family: matcher.family)
+            } catch {
+                failure = failure ?? error
             }
-            deleted += try socket.deleteConntrack(stale.sorted(), family: matcher.family)
         }
+        if let failure { throw failure }
         return deleted
     }
 }

@@ -63,13 +63,21 @@ struct EndToEndTests {
             // The chain exists before any traffic, as our table does: a flow that met it without
             // a matching rule is bound to "no NAT" for good.
             try ns.check(["nft", "add chain ip svc out { type nat hook output priority -100 ; policy accept ; }"])
+            // A `ct` match turns conntrack on in the namespace (a nat chain alone does not, until
+            // it holds a nat rule), as our ruleset does on a node. What reaches the service IP
+            // itself is dropped without an answer, as when a service has no endpoints.
+            try ns.check(["nft", "add chain ip svc in { type filter hook input priority 0 ; policy accept ; }"])
+            try ns.check(["nft", "add rule ip svc in ct state invalid drop"])
+            try ns.check(["nft", "add rule ip svc in ip daddr 10.96.0.10 udp dport 53 drop"])
             let server = Process()
             server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             server.arguments = ["ip", "netns", "exec", ns.name, "/usr/bin/python3", "-c", Self.server]
             server.standardOutput = FileHandle.nullDevice
             try server.run()
             defer {
-                server.terminate()
+                // SIGKILL: a child spawned from a test thread inherits its blocked signal mask,
+                // so SIGTERM would stay pending forever.
+                kill(server.processIdentifier, SIGKILL)
                 server.waitUntilExit()
             }
             // Both backends answer directly before the test starts (another source port, so
@@ -102,8 +110,8 @@ struct EndToEndTests {
         }
     }
 
-    /// UDP-CT-FIRST-ENDPOINT: while the service had no endpoint the client got no answer, and
-    /// its entry stayed untranslated after the endpoint appeared, until the flush.
+    /// UDP-CT-FIRST-ENDPOINT (#48370): while the service had no endpoint the client got no
+    /// answer, and its entry stayed untranslated after the endpoint appeared, until the flush.
     @Test func firstEndpoint() throws {
         try withService { ns in
             #expect(try probe(ns) == "none")

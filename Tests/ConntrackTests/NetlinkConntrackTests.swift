@@ -1,6 +1,6 @@
 import Foundation
 import NftIR
-import NftNetlink
+@testable import NftNetlink
 import ServiceModel
 import Testing
 
@@ -19,7 +19,8 @@ private func request(_ destinations: [String], port: UInt16, nodePort: UInt16 = 
 /// Cases follow reliability.md §6 UDP-CT-* and CT-NO-COLLATERAL.
 @Suite(.enabled(if: TestNamespace.isRoot, "needs root for network namespaces and conntrack"))
 struct NetlinkConntrackTests {
-    /// Inserts `flows`, flushes `requests`, and expects exactly `stale` to be deleted.
+    /// Inserts `flows`, flushes `requests`, and expects exactly `stale` to be deleted. (Tuples
+    /// must be unique in both directions, so flows answered by one backend use distinct client ports.)
     private func expectFlush(_ flows: [Flow], _ requests: [ConntrackFlush], deletes stale: [Flow],
                              sourceLocation: SourceLocation = #_sourceLocation) throws {
         try TestNamespace.with { ns in
@@ -69,8 +70,8 @@ struct NetlinkConntrackTests {
     @Test func unrelatedUDPIsUntouched() throws {
         let stale = Flow.udp("10.0.0.2", 12345, to: vip, 53, via: gone, 5353)
         let unrelated = [
-            Flow.udp("10.0.0.2", 12345, to: "10.96.0.11", 53, via: gone, 5353),  // another service
-            Flow.udp("10.0.0.2", 12345, to: vip, 54, via: gone, 5353),  // another port of the service
+            Flow.udp("10.0.0.2", 12346, to: "10.96.0.11", 53, via: gone, 5353),  // another service
+            Flow.udp("10.0.0.2", 12347, to: vip, 54, via: gone, 5353),  // another port of the service
             Flow.udp("10.0.0.2", 40000, to: "8.8.8.8", 53, via: "8.8.8.8", 53),  // not via a service
             Flow.udp("10.0.0.2", 40001, to: "192.0.2.1", 30053, via: "192.0.2.1", 30053),  // same port number, untranslated
         ]
@@ -92,7 +93,7 @@ struct NetlinkConntrackTests {
     @Test func nodePortAndExternalAddresses() throws {
         let viaNodeIP = Flow.udp("192.168.100.2", 40000, to: "192.168.100.1", 30053, via: gone, 5353)
         let viaOtherNodeIP = Flow.udp("192.168.100.3", 40000, to: "10.0.0.1", 30053, via: gone, 5353)
-        let viaLoadBalancer = Flow.udp("192.168.100.2", 40000, to: "203.0.113.10", 53, via: gone, 5353)
+        let viaLoadBalancer = Flow.udp("192.168.100.2", 40001, to: "203.0.113.10", 53, via: gone, 5353)
         let live = Flow.udp("192.168.100.4", 40000, to: "192.168.100.1", 30053, via: kept, 5353)
         try expectFlush([viaNodeIP, viaOtherNodeIP, viaLoadBalancer, live],
                         [request([vip, "203.0.113.10"], port: 53, nodePort: 30053, keep: [kept])],
@@ -138,6 +139,53 @@ struct NetlinkConntrackTests {
             #expect(try ns.conntrackTable() == Set(live))
             #expect(try cleaner.flush(requests) == 0)
         }
+    }
+
+    /// The dump asks the kernel for UDP only (CTA_FILTER) and parses every field the
+    /// decision and the delete use.
+    @Test func dumpIsFilteredAndParsed() throws {
+        try TestNamespace.with { ns in
+            let udp = [Flow.udp("10.0.0.2", 12345, to: vip, 53, via: gone, 5353),
+                       Flow.udp("10.0.0.2", 12345, to: vip, 53, via: gone, 5353, zone: 7)]
+            let tcp = Flow.tcp("10.0.0.2", 12345, to: vip, 80, via: gone, 8080)
+            let v6 = Flow.udp("fd00:10::2", 12345, to: "fd00:96::10", 53, via: "fd00:244::5", 5353)
+            try ns.insert(udp + [tcp, v6])
+            let socket = try NetlinkSocket(netnsPath: ns.path)
+            var listed: [ConntrackEntry] = []
+            try socket.listConntrack(family: .ip, protocolNumber: ConntrackTuple.udp) { listed.append($0) }
+            #expect(Set(listed.map(Self.flow)) == Set(udp))
+            #expect(listed.allSatisfy { $0.id != nil })
+            var listed6: [ConntrackEntry] = []
+            try socket.listConntrack(family: .ip6, protocolNumber: ConntrackTuple.udp) { listed6.append($0) }
+            #expect(listed6.map(Self.flow) == [v6])
+        }
+    }
+
+    /// A delete names one entry exactly: a tuple that is gone, or whose CTA_ID belongs to an
+    /// older entry, is ENOENT, which counts as nothing and is not an error.
+    @Test func deleteIsExactAndToleratesENOENT() throws {
+        try TestNamespace.with { ns in
+            let flow = Flow.udp("10.0.0.2", 12345, to: vip, 53, via: gone, 5353)
+            try ns.insert([flow])
+            let socket = try NetlinkSocket(netnsPath: ns.path)
+            var listed: [ConntrackEntry] = []
+            try socket.listConntrack(family: .ip, protocolNumber: ConntrackTuple.udp) { listed.append($0) }
+            let entry = try #require(listed.first)
+            var older = entry
+            older.id = entry.id.map { $0 ^ 0xffff_ffff }
+            #expect(try socket.deleteConntrack([older], family: .ip) == 0)
+            #expect(try ns.conntrackTable() == [flow])
+            #expect(try socket.deleteConntrack([entry], family: .ip) == 1)
+            #expect(try ns.conntrackTable().isEmpty)
+            #expect(try socket.deleteConntrack([entry], family: .ip) == 0)
+        }
+    }
+
+    private static func flow(_ entry: ConntrackEntry) -> Flow {
+        let (o, r) = (entry.original, entry.reply)
+        return Flow(proto: o.protocolNumber == 17 ? "udp" : "other", src: "\(o.source)", dst: "\(o.destination)", sport: o.sourcePort,
+                    dport: o.destinationPort, replySrc: "\(r.source)", replyDst: "\(r.destination)", replySport: r.sourcePort,
+                    replyDport: r.destinationPort, zone: entry.zone.map { UInt16(bigEndian: $0) } ?? 0)
     }
 
     @Test func missingNamespaceIsAnError() throws {
