@@ -45,7 +45,9 @@ struct Apply: ParsableCommand {
         let compilation = try compileState(state, options: node)
         let backend = NetlinkBackend()
         let current = try withKernel("apply") { () throws(BackendError) in try backend.read(ourTables) }
-        let transaction = Transaction.diff(from: current, to: compilation.ruleset)
+        var transaction = Transaction.diff(from: current, to: compilation.ruleset)
+        // Session-affinity entries pointing at backends that are gone are deleted in the same batch.
+        transaction.operations += Transaction.pruning(current, set: Naming.affinity, keep: compilation.affinity.keeps)
         if transaction.isEmpty {
             warn("apply: the kernel already has these rules; nothing sent")
             return
