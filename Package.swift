@@ -59,6 +59,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Benchmarks (scripts/bench): state and peer-layout generators, in-process timings.
+        .executableTarget(name: "nftproxy-bench", dependencies: ["ServiceModel", "NftIR", "RuleCompiler", "NftText", "NftNetlink", "ProxyController"]),
         .testTarget(name: "ServiceModelTests", dependencies: ["ServiceModel"]),
         .testTarget(
             name: "RuleCompilerTests",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One client probe for the netns e2e tests.
 
-usage: probe.py tcp|udp|sctp DST_IP DST_PORT [--src IP] [--timeout 1.0] [--count N] [--serial]
+usage: probe.py tcp|udp|sctp DST_IP DST_PORT [--src IP] [--sport PORT] [--timeout 1.0] [--count N]
+                [--serial]
 
 Prints one line per attempt, in attempt order:
   ANSWER <name> <seen-src>  the server answered "<name> <seen-src>"
@@ -17,6 +18,8 @@ queued, connect() wakes at once and reports ECONNREFUSED.
 Every attempt uses a new socket; all sockets stay open until the end, so every attempt
 gets a distinct source port (hence a fresh conntrack entry). Attempts run concurrently
 (so N drops cost one timeout) unless --serial is given (use it for session affinity).
+--sport PORT binds every attempt to that source port (SO_REUSEADDR), so all attempts are one
+flow (one conntrack entry for UDP); it implies --serial and closes each socket after its attempt.
 """
 import argparse
 import errno
@@ -47,7 +50,10 @@ def attempt(a, keep):
                 s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
             else:
                 s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        if a.src:
+        if a.sport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((a.src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), a.sport))
+        elif a.src:
             s.bind((a.src, 0))
         s.settimeout(a.timeout)
         s.connect((a.dst, a.port))
@@ -81,6 +87,7 @@ def main():
     ap.add_argument("dst")
     ap.add_argument("port", type=int)
     ap.add_argument("--src")
+    ap.add_argument("--sport", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--serial", action="store_true")
@@ -89,7 +96,14 @@ def main():
         a.dst = a.dst[1:-1]
     keep = []
     try:
-        if a.serial or a.count == 1:
+        if a.sport:
+            results = []
+            for _ in range(a.count):
+                results.append(attempt(a, keep))
+                for s in keep:
+                    s.close()
+                keep.clear()
+        elif a.serial or a.count == 1:
             results = [attempt(a, keep) for _ in range(a.count)]
         else:
             with ThreadPoolExecutor(max_workers=min(a.count, 64)) as pool:

@@ -1,5 +1,5 @@
 internal import Foundation
-import Synchronization
+internal import Synchronization
 
 /// The bearer token to send. A token file is read again whenever its modification time, size
 /// or inode changes (a projected service-account token is replaced by a rename), so rotation

@@ -1,11 +1,11 @@
-import AsyncHTTPClient
+internal import AsyncHTTPClient
 internal import Foundation
-import Logging
-import NIOCore
-import NIOHTTP1
-import ProxyController
-import ServiceModel
-import Synchronization
+public import Logging
+internal import NIOCore
+internal import NIOHTTP1
+public import ProxyController
+internal import ServiceModel
+internal import Synchronization
 
 /// Lists and watches Services, EndpointSlices and this Node on the API server and keeps a
 /// `SyncController`'s store equal to what the server has, as kube-proxy's informers do:
@@ -115,6 +115,10 @@ public final class KubeSource: Sendable {
         // One connection per watch: cancelling a stalled watch closes its connection, where
         // HTTP/2 would keep multiplexing new watches onto the same possibly dead connection.
         http.httpVersion = .http1Only
+        // Fail a request at the first refused connect, with the real error: our own backoff is
+        // capped at `maximumBackoff`, where the pool's would grow to a minute during an outage
+        // and answer only "getConnectionFromPoolTimeout".
+        http.connectionPool.retryConnectionEstablishment = false
         self.httpConfiguration = http
         let selector = [(key: "labelSelector", value: options.labelSelector)].filter { !$0.value.isEmpty }
         self.resources = [
@@ -137,6 +141,11 @@ public final class KubeSource: Sendable {
 
     /// Lists and watches until the task is cancelled, feeding `controller`.
     public func run(into controller: SyncController) async {
+        if let name = config.tlsServerName {
+            logger.warning("tls-server-name is not supported; the server certificate is checked against the URL's host", metadata: [
+                "tls_server_name": "\(name)", "server": "\(config.server)",
+            ])
+        }
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         await withTaskGroup(of: Void.self) { group in
             for resource in resources {

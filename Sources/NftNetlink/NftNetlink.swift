@@ -68,7 +68,9 @@ public struct NetlinkBackend: RulesetBackend {
             case .addSet(let table, let set):
                 created[table, default: SetCatalog()].add(set)
             case .addRule(let table, _, let rule):
-                named[table, default: []].formUnion(rule.statements.compactMap(\.setName))
+                for statement in rule.statements {
+                    if let name = statement.setName { named[table, default: []].insert(name) }
+                }
             case .addElements(let table, let set, _), .deleteElements(let table, let set, _):
                 named[table, default: []].insert(set)
             default:

@@ -16,10 +16,9 @@ enum Raising {
         var proto: L4Protocol?
         var index = 0
         while index < expressions.count {
-            guard let statement = candidate(expressions[index...], family: family, proto: proto),
+            guard let statement = candidate(expressions, at: index, family: family, proto: proto),
                   let lowered = try? Lowering.statement(statement, family: family, sets: sets),
-                  index + lowered.count <= expressions.count,
-                  zip(expressions[index...], lowered).allSatisfy({ $0 == $1 || $0.normalized == $1.normalized })
+                  covers(expressions, at: index, lowered)
             else { return nil }
             statements.append(statement)
             if case .l4proto(let matched) = statement { proto = matched }
@@ -29,15 +28,24 @@ enum Raising {
         return statements
     }
 
-    /// The statement whose lowering should start at `rest.first`, read from its distinctive parts.
-    private static func candidate(_ rest: ArraySlice<Expression>, family: Family, proto: L4Protocol?) -> Statement? {
+    /// Whether `expressions` from `start` are `lowered`, as the kernel dumps it back.
+    private static func covers(_ expressions: [Expression], at start: Int, _ lowered: [Expression]) -> Bool {
+        guard start + lowered.count <= expressions.count else { return false }
+        for offset in 0..<lowered.count {
+            let dumped = expressions[start + offset], expected = lowered[offset]
+            if dumped != expected && dumped.normalized != expected.normalized { return false }
+        }
+        return true
+    }
+
+    /// The statement whose lowering should start at `expressions[start]`, read from its distinctive parts.
+    private static func candidate(_ expressions: [Expression], at start: Int, family: Family, proto: L4Protocol?) -> Statement? {
         // Every fixed shape is told apart by its first three expressions.
-        let items = Array(rest.prefix(3))
+        let items = Array(expressions[start..<min(start + 3, expressions.count)])
         guard let first = items.first else { return nil }
         switch first {
         case .payload, .meta(K.metaL4proto, _), .ct(_, _, K.ctDirOriginal?):
-            // A key is at most 16 loads (plus a byteorder), then its lookup and the nat of a dnat map.
-            if let keyed = keyedStatement(rest.prefix(40), family: family, proto: proto) { return keyed }
+            if let keyed = keyedStatement(expressions, at: start, family: family, proto: proto) { return keyed }
             if case .meta = first {
                 guard items.count >= 2, case .cmp(_, _, let data) = items[1], data.count == 1,
                       let proto = L4Protocol.allCases.first(where: { $0.number == data[0] }) else { return nil }
@@ -76,9 +84,10 @@ enum Raising {
 
     /// A statement keyed by a concatenation of loads into consecutive slots: `… @set`,
     /// `… != @set`, `… vmap @map`, `dnat to … map @map`, or `update @map { key : data }`.
-    private static func keyedStatement(_ items: ArraySlice<Expression>, family: Family, proto: L4Protocol?) -> Statement? {
+    private static func keyedStatement(_ items: [Expression], at start: Int, family: Family, proto: L4Protocol?) -> Statement? {
         var loads: [(selector: Selector, slot: Int)] = []
-        for (position, item) in zip(items.indices, items) {
+        for position in start..<items.count {
+            let item = items[position]
             let slot: UInt32
             let selector: Selector
             switch item {
@@ -110,7 +119,7 @@ enum Raising {
                 case (nil, K.lookupInvert): return .notInSet(selectors, set: name)
                 case (K.regVerdict?, 0): return .vmap(selectors, map: name)
                 case (K.reg1?, 0):
-                    guard case .nat? = items[(position + 1)...].first else { return nil }
+                    guard position + 1 < items.count, case .nat = items[position + 1] else { return nil }
                     return .dnatMap(selectors, map: name)
                 default: return nil
                 }

@@ -181,13 +181,14 @@ enum ElementKey {
     static func decode(low: [UInt8], high: [UInt8], types: [DataType]) -> [KeyValue]? {
         guard low.count == KeyType.length(types), high.count == low.count else { return nil }
         var out: [KeyValue] = []
+        out.reserveCapacity(types.count)
         var index = 0
         for type in types {
             let width = types.count == 1 ? type.length : Register.slots(type.length) * 4
-            let field = Array(low[index..<(index + type.length)]), last = Array(high[index..<(index + type.length)])
             // Padding must be zero.
-            guard low[(index + type.length)..<(index + width)].allSatisfy({ $0 == 0 }),
-                  high[(index + type.length)..<(index + width)].allSatisfy({ $0 == 0 }) else { return nil }
+            for padding in (index + type.length)..<(index + width) where low[padding] != 0 || high[padding] != 0 { return nil }
+            let field = Array(low[index..<(index + type.length)])
+            let last = low == high ? field : Array(high[index..<(index + type.length)])
             if field != last {
                 guard type == .ipv4Address || type == .ipv6Address, let cidr = prefix(field, last) else { return nil }
                 out.append(.prefix(cidr))

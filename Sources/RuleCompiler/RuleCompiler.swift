@@ -237,10 +237,11 @@ struct TableBuilder {
             // (a VIP load balancer loops node traffic back with the LB IP as source).
             let ranges = service.loadBalancerSourceRanges.filter { $0.family == ipFamily }
             if !ranges.isEmpty && !loadBalancerIPs.isEmpty {
-                var sources = ranges.map(KeyValue.prefix)
+                var allowed = ranges
                 if let nodeIP = facts.primaryIPs[ipFamily], ranges.contains(where: { $0.contains(nodeIP) }) {
-                    sources += loadBalancerIPs.map { .prefix(host($0)) }
+                    allowed += loadBalancerIPs.map(host)
                 }
+                let sources = TableBuilder.outermost(allowed).map(KeyValue.prefix)
                 for ip in loadBalancerIPs {
                     let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
                     claim(Naming.firewallIPs, Element(key, comment: comment), by: owner, service: service)
@@ -345,6 +346,17 @@ struct TableBuilder {
         rules.append(Rule([.fibLocal(.saddr), .verdict(.goto(serviceChain))], comment: Comment("short-circuit local traffic")))
         if let localChain { rules.append(Rule([.verdict(.goto(localChain))])) }
         return rules
+    }
+
+    /// The ranges that no other range contains: an interval set refuses overlapping elements
+    /// (EEXIST), and a contained range allows nothing more.
+    static func outermost(_ ranges: [CIDR]) -> [CIDR] {
+        var kept: [CIDR] = []
+        for range in Set(ranges).sorted(by: { ($0.prefixLength, $0) < ($1.prefixLength, $1) }) where
+            !kept.contains(where: { $0.prefixLength <= range.prefixLength && $0.contains(range.address) }) {
+            kept.append(range)
+        }
+        return kept
     }
 
     private func host(_ ip: IPAddress) -> CIDR { CIDR(address: ip, prefixLength: ip.family.maxPrefixLength)! }

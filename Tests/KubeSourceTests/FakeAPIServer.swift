@@ -42,7 +42,7 @@ final class FakeAPIServer: Sendable {
         while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("port").path), Date() < deadline, process.isRunning {
             usleep(50_000)
         }
-        process.terminate()
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         for name in ["port", "token", "openssl.cnf"] { try? FileManager.default.removeItem(at: dir.appendingPathComponent(name)) }
         guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("client.key").path) else {
@@ -75,7 +75,8 @@ final class FakeAPIServer: Sendable {
         // The port file is written last, after the control port's.
         while !fm.fileExists(atPath: portFile.path) {
             guard process.isRunning, Date() < deadline else {
-                process.terminate()
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
                 try? fm.removeItem(at: directory)
                 throw Failure(description: "the fake API server did not start")
             }
@@ -91,9 +92,11 @@ final class FakeAPIServer: Sendable {
         controlPort = try number(controlFile)
     }
 
+    /// SIGKILL: a child of the test runner inherits its blocked signal mask, so SIGTERM would
+    /// only stay pending.
     func stop() {
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: directory)
@@ -155,8 +158,8 @@ func withFakeAPIServer<T>(objects: String, bookmarkInterval: Double = 0.2,
     }
 }
 
-/// Polls until `condition` holds, for at most `seconds`.
-func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async rethrows -> Bool {
+/// Polls until `condition` holds, for at most `seconds` (generous: tests run in parallel on 2 cores).
+func eventually(_ seconds: Double = 15, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while ContinuousClock.now < deadline {
         if try await condition() { return true }

@@ -17,11 +17,12 @@ private func service(_ name: String, ip: String, namespace: String = "ns", label
     """
 }
 
-private func slice(_ service: String, _ addresses: [String], namespace: String = "ns", suffix: String = "x") -> String {
+private func slice(_ service: String, _ addresses: [String], namespace: String = "ns", labels: [String: String] = [:]) -> String {
+    let labelText = labels.map { ",\"\($0.key)\":\"\($0.value)\"" }.joined()
     let endpoints = addresses.map { "{\"addresses\":[\"\($0)\"],\"conditions\":{\"ready\":true},\"nodeName\":\"node-b\"}" }
     return """
-    {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"\(service)-\(suffix)","namespace":"\(namespace)",\
-    "labels":{"kubernetes.io/service-name":"\(service)"}},"addressType":"IPv4","endpoints":[\(endpoints.joined(separator: ","))],\
+    {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"\(service)-x","namespace":"\(namespace)",\
+    "labels":{"kubernetes.io/service-name":"\(service)"\(labelText)}},"addressType":"IPv4","endpoints":[\(endpoints.joined(separator: ","))],\
     "ports":[{"name":"http","port":8080,"protocol":"TCP"}]}
     """
 }
@@ -38,7 +39,8 @@ private let cluster = [
     service("a", ip: "10.96.0.10"), slice("a", ["10.244.1.1"]),
     service("b", ip: "10.96.0.11"), slice("b", ["10.244.1.2"]),
     service("other", ip: "10.96.0.12", labels: ["service.kubernetes.io/service-proxy-name": "someone-else"]),
-    slice("other", ["10.244.1.3"]),
+    // The EndpointSlice controller copies the Service's labels onto its slices.
+    slice("other", ["10.244.1.3"], labels: ["service.kubernetes.io/service-proxy-name": "someone-else"]),
     node("node-a", zone: "z1"), node("node-b", zone: "z2"),
 ].joined(separator: "\n")
 
@@ -69,7 +71,7 @@ private struct Agent {
 
     /// `service-ns/NAME/tcp/http` chains in the ip table, sorted.
     var serviceChains: [String] {
-        backend.ruleset.table(.ip)?.chains.map(\.name.rawValue).filter { $0.hasPrefix("service-") }.sorted() ?? []
+        backend.ruleset.table(.ip)?.chains.map(\.name.rawValue).filter { $0.hasPrefix("service-ns/") }.sorted() ?? []
     }
 
     /// The rules of one service's chain, as text, to look for endpoint addresses.
@@ -88,7 +90,8 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
     if kubeconfig == nil { kubeconfig = try KubeConfig.load(path: await server.kubeconfig(auth: "cert", style: "data")) }
     let source = try KubeSource(config: kubeconfig!, options: options, logger: logs.logger)
     let backend = InMemoryBackend()
-    let controller = SyncController(backend: backend, config: nodeConfig, timing: fast)
+    let controller = SyncController(backend: backend, config: nodeConfig, timing: fast,
+                                    logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     let loop = Task { await controller.run() }
     let feed = Task { await source.run(into: controller) }
     defer {
@@ -96,6 +99,9 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
         loop.cancel()
     }
     let result = try await body(Agent(source: source, controller: controller, backend: backend, logs: logs))
+    if ProcessInfo.processInfo.environment["KUBESOURCE_TEST_LOGS"] != nil {
+        for record in logs.records { print("LOG \(record.level) \(record.message) \(record.metadata)") }
+    }
     feed.cancel()
     await feed.value  // run(into:) returns once cancelled
     await controller.stop()
@@ -136,11 +142,11 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
                 #expect(await eventually { agent.serviceChains == ["service-ns/b/tcp/http"] }, "chains: \(agent.serviceChains)")
                 // A headless service's slice (labelled so by the endpointslice controller) is filtered too.
                 try await server.apply(service("h", ip: "10.96.0.20"))
-                var headless = slice("h", ["10.244.9.9"])
-                headless = headless.replacingOccurrences(of: "\"labels\":{", with: "\"labels\":{\"service.kubernetes.io/headless\":\"\",")
-                try await server.apply(headless)
-                #expect(await eventually { agent.serviceChains.contains("service-ns/h/tcp/http") })
-                try await Task.sleep(for: .milliseconds(300))
+                try await server.apply(slice("h", ["10.244.9.9"], labels: ["service.kubernetes.io/headless": ""]))
+                // A later change to another slice arrives: the headless one would have come before it.
+                try await server.apply(slice("b", ["10.244.1.9"]))
+                #expect(await eventually { agent.rules(of: "b").contains("10.244.1.9") })
+                #expect(await agent.objects().services.contains { $0.name == "h" })
                 #expect(await !agent.objects().endpointSlices.contains { $0.name == "h-x" })
             }
         }
@@ -189,10 +195,11 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
                 try await server.delete("services", namespace: "ns", name: "b")
                 try await server.delete("endpointslices", namespace: "ns", name: "b-x")
                 try await server.control("POST", "/compact")
-                #expect(await eventually(10) { agent.serviceChains == ["service-ns/a/tcp/http"] }, "chains: \(agent.serviceChains)")
-                #expect(agent.source.counters.relists >= 2, "counters: \(agent.source.counters)")
+                #expect(await eventually { agent.serviceChains == ["service-ns/a/tcp/http"] }, "chains: \(agent.serviceChains)")
+                #expect(await eventually { await agent.objects().endpointSlices.map(\.name) == ["a-x"] })
+                // Services and slices (and the Node) were listed again, not resumed.
+                #expect(await eventually { agent.source.counters.relists == 3 }, "counters: \(agent.source.counters)")
                 #expect(try await server.count("services", "list") > before)
-                #expect(await agent.objects().endpointSlices.map(\.name) == ["a-x"])
             }
         }
     }
@@ -221,10 +228,10 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
                 try await server.control("POST", "/stall?seconds=2")
                 // 4 bookmark intervals of 200 ms without a byte: every watch is dropped and sent again.
                 #expect(await eventually(4) { agent.source.counters.stalls >= 3 }, "counters: \(agent.source.counters)")
-                #expect(agent.source.counters.watches >= watches + 3)
+                #expect(await eventually { agent.source.counters.watches >= watches + 3 })
                 #expect(agent.logs.count(.warning, "watch stalled") >= 3)
-                try await server.apply(service("e", ip: "10.96.0.15"))
-                #expect(await eventually(5) { agent.serviceChains.contains("service-ns/e/tcp/http") })
+                try await server.apply(service("e", ip: "10.96.0.15") + "\n" + slice("e", ["10.244.4.1"]))
+                #expect(await eventually { agent.serviceChains.contains("service-ns/e/tcp/http") })
             }
         }
     }
@@ -265,7 +272,7 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
                 #expect(agent.source.counters.failures >= 6, "counters: \(agent.source.counters)")
                 #expect(agent.source.currentError != nil)
                 // Back within the 10 s backoff cap, resuming (not re-listing) from where it was.
-                #expect(await eventually(13) { agent.serviceChains == ["service-ns/a/tcp/http"] }, "chains: \(agent.serviceChains)")
+                #expect(await eventually(20) { agent.serviceChains == ["service-ns/a/tcp/http"] }, "chains: \(agent.serviceChains)")
                 #expect(await eventually { agent.logs.count(.info, "API server reachable again") == 1 })
                 #expect(agent.source.currentError == nil)
                 #expect(agent.source.counters.relists == 0)
@@ -297,7 +304,7 @@ private func withAgent<T>(_ server: FakeAPIServer, config: KubeConfig? = nil, op
                 // Rotate: the old token is no longer accepted, the file holds the new one.
                 try await server.control("POST", "/tokens?token=rotated-\(UUID().uuidString)")
                 try await server.control("POST", "/drop-watches")
-                try await server.apply(service("f", ip: "10.96.0.16"))
+                try await server.apply(service("f", ip: "10.96.0.16") + "\n" + slice("f", ["10.244.5.1"]))
                 #expect(await eventually { agent.serviceChains.contains("service-ns/f/tcp/http") })
                 #expect(agent.source.counters.unauthorized == 0)
             }

@@ -153,3 +153,20 @@ private func rules(_ compilation: Compilation, chain: String) -> [String] {
         #expect(checks == [HealthCheck(service: svc.ref, nodePort: 32000, localEndpoints: 1)])
     }
 }
+
+@Suite struct SourceRangeTests {
+    /// Overlapping ranges would make the kernel refuse the whole batch (EEXIST in an interval set).
+    @Test func containedRangesAreDropped() {
+        let ranges = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "192.168.0.0/24", "10.0.0.0/8"].map { CIDR($0)! }
+        #expect(TableBuilder.outermost(ranges).map(\.description) == ["10.0.0.0/8", "192.168.0.0/24"])
+    }
+
+    @Test func anLBIPInsideAnAllowedRangeIsNotAddedTwice() {
+        var svc = service("lb", clusterIP: "10.96.0.7", type: .loadBalancer, nodePort: 30007)
+        svc.loadBalancerIngress = [LoadBalancerIngress(ip: ip("192.168.50.200"))]
+        svc.loadBalancerSourceRanges = [CIDR("192.168.50.0/24")!, CIDR("192.168.50.128/25")!]
+        let state = ClusterState(services: [svc], endpointSlices: [slice("lb", [Endpoint(addresses: [ip("10.244.1.1")])])])
+        let allow = RuleCompiler.compile(state, config: config).ruleset.table(.ip)!.set(Naming.firewallAllow)!
+        #expect(allow.elements.map { $0.key.last } == [.prefix(CIDR("192.168.50.0/24")!)])
+    }
+}

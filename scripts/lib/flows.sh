@@ -102,6 +102,8 @@ check_flow() {
     fi
     flow "$role" "$proto" "$dst" "$port" "$count" "$@"
     assert_flow "$name" "$exp"
+    # Optional cross-check hook (scripts/e2e: the tracer against the real packets).
+    if [[ -n ${NP_AFTER_FLOW:-} ]]; then "$NP_AFTER_FLOW" "$name" "$role" "$proto" "$dst" "$port" "$@"; fi
 }
 
 assert_eq() {

@@ -5,13 +5,13 @@
 #       ARGS are exactly the arguments of `nftproxy render` / `nftproxy apply`:
 #       [--config FILE] [flags] STATE...
 #       The ONE place that decides how rules reach the node namespace:
-#         NFTPROXY_PROGRAM_WITH=render (default): `nftproxy render ARGS` on the host (no root
+#         NFTPROXY_PROGRAM_WITH=apply (default): `nftproxy apply ARGS` run inside the node
+#             namespace (one netlink batch), then the same conntrack flush as apply_rules.
+#         NFTPROXY_PROGRAM_WITH=render: `nftproxy render ARGS` on the host (no root
 #             needed), optionally piped through $NFTPROXY_FILTER, then apply_rules (nft -f into
 #             the node namespace + conntrack flush). The loaded script is kept in
 #             $NFTPROXY_OUT (default $NP_RUN/program-state.nft), render's stderr next to it
 #             in $NFTPROXY_OUT.notes.
-#         NFTPROXY_PROGRAM_WITH=apply: `nftproxy apply ARGS` run inside the node namespace
-#             (one netlink batch), then the same conntrack flush as apply_rules.
 #       Returns non-zero (with the reason on stderr) if any step fails; it never exits, so
 #       callers can turn a failure into a FAIL line: `program_state ... || ...`.
 #   NFTPROXY_BIN     the nftproxy binary (default: .build/debug/nftproxy of this checkout)
@@ -20,7 +20,7 @@
 #                    stdout; non-zero status = failure. Refused with NFTPROXY_PROGRAM_WITH=apply.
 
 NFTPROXY_BIN=${NFTPROXY_BIN:-$(dirname "$NP_SCRIPTS")/.build/debug/nftproxy}
-NFTPROXY_PROGRAM_WITH=${NFTPROXY_PROGRAM_WITH:-render}
+NFTPROXY_PROGRAM_WITH=${NFTPROXY_PROGRAM_WITH:-apply}
 NFTPROXY_FILTER=${NFTPROXY_FILTER:-}
 
 program_state() {
