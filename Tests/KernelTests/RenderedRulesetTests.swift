@@ -29,8 +29,9 @@ struct RenderedRulesetTests {
         }
     }
 
-    /// The set count must not grow with the cluster: 10k services × 10 endpoints load with
-    /// exactly as many sets and maps (anonymous ones included, counted by the kernel) as 10 do.
+    /// The set count must not grow with the cluster: 10k services × 10 endpoints of mixed kinds
+    /// (affinity, Local policies, source ranges) load with exactly as many sets and maps
+    /// (anonymous ones included, counted by the kernel) as 10 do.
     @Test func setCountDoesNotGrowWithServices() throws {
         let small = try kernelSetCount(services: 10)
         let large = try kernelSetCount(services: 10_000)
@@ -77,10 +78,16 @@ enum ScaleState {
             let ingress = type == .loadBalancer
                 ? [LoadBalancerIngress(ip: IPAddress(bytes: [198, 18 + UInt8(index >> 16), UInt8((index >> 8) & 0xff), UInt8(index & 0xff)])!)]
                 : []
+            // Mixed kinds: every 5th has ClientIP affinity, every 7th is externalTrafficPolicy
+            // Local, every 11th internalTrafficPolicy Local, LoadBalancers have source ranges.
             state.services.append(Service(
                 namespace: "scale", name: name, type: type, clusterIPs: [clusterIP], ipFamilies: [.ipv4],
                 ports: [ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .number(8080), nodePort: nodePort)],
-                loadBalancerIngress: ingress
+                loadBalancerIngress: ingress,
+                loadBalancerSourceRanges: type == .loadBalancer ? [CIDR("203.0.113.0/25")!, CIDR("10.\(index % 200).0.0/16")!] : [],
+                sessionAffinity: index % 5 == 0 ? .clientIP(timeoutSeconds: 10800) : .none,
+                externalTrafficPolicy: index % 7 == 0 && type != .clusterIP ? .local : .cluster,
+                internalTrafficPolicy: index % 11 == 0 ? .local : .cluster
             ))
             let endpoints = (0..<endpointsPerService).map { e in
                 let id = index * endpointsPerService + e

@@ -25,62 +25,90 @@ final class FakeAPIServer: Sendable {
     /// The repository root, found from this file's path.
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// Certificates made once per test run and copied into each server's dir (RSA key
-    /// generation is the slow part of a start).
-    private static let sharedCerts: Result<URL, Failure> = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kubesource-certs-\(getpid())")
-        try? FileManager.default.removeItem(at: dir)
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        // Start and stop a server once: it generates whatever is missing in --cert-dir.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", root.appendingPathComponent("scripts/fake-apiserver/server.py").path,
-                             "--cert-dir", dir.path, "--port-file", dir.appendingPathComponent("port").path, "--quiet"]
-        process.standardOutput = FileHandle.nullDevice
-        do { try process.run() } catch { return .failure(Failure(description: "cannot start python3: \(error)")) }
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("port").path), Date() < deadline, process.isRunning {
-            usleep(50_000)
-        }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        for name in ["port", "token", "openssl.cnf"] { try? FileManager.default.removeItem(at: dir.appendingPathComponent(name)) }
-        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("client.key").path) else {
-            return .failure(Failure(description: "the fake API server made no certificates"))
-        }
-        return .success(dir)
-    }()
+    /// The fixture's certificates, made once and kept in one temp dir for later runs (RSA key
+    /// generation is the slow part of a start); each server gets a copy.
+    private static let sharedCerts = SharedCerts()
 
-    init(objects: String, bookmarkInterval: Double = 0.2, extraArguments: [String] = []) throws {
+    private actor SharedCerts {
+        private var making: Task<URL, any Error>?
+
+        func directory() async throws -> URL {
+            if making == nil { making = Task { try await Self.make() } }
+            return try await making!.value
+        }
+
+        private static func make() async throws -> URL {
+            let fm = FileManager.default
+            let kept = fm.temporaryDirectory.appendingPathComponent("nftproxy-kubesource-test-certs")
+            let files = ["ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"]
+            if files.allSatisfy({ fm.fileExists(atPath: kept.appendingPathComponent($0).path) }) { return kept }
+            // Start a server once in a new dir: it makes whatever is missing in --cert-dir.
+            let fresh = fm.temporaryDirectory.appendingPathComponent("kubesource-certs-\(UUID().uuidString)")
+            try fm.createDirectory(at: fresh, withIntermediateDirectories: true)
+            let portFile = fresh.appendingPathComponent("port")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3", root.appendingPathComponent("scripts/fake-apiserver/server.py").path,
+                                 "--cert-dir", fresh.path, "--port-file", portFile.path, "--quiet"]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !fm.fileExists(atPath: portFile.path), ContinuousClock.now < deadline, process.isRunning {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            guard files.allSatisfy({ fm.fileExists(atPath: fresh.appendingPathComponent($0).path) }) else {
+                try? fm.removeItem(at: fresh)
+                throw Failure(description: "the fake API server made no certificates")
+            }
+            for name in ["port", "token", "openssl.cnf"] { try? fm.removeItem(at: fresh.appendingPathComponent(name)) }
+            try? fm.removeItem(at: kept)
+            // Another test run may have been quicker: then use its copy.
+            if (try? fm.moveItem(at: fresh, to: kept)) == nil { try? fm.removeItem(at: fresh) }
+            return kept
+        }
+    }
+
+    private init(directory: URL, port: Int, controlPort: Int, process: Process) {
+        self.directory = directory
+        self.port = port
+        self.controlPort = controlPort
+        self.process = process
+    }
+
+    /// Starts a server holding `objects` (JSON), with BOOKMARKs every `bookmarkInterval` seconds.
+    static func start(objects: String, bookmarkInterval: Double = 0.2) async throws -> FakeAPIServer {
         let fm = FileManager.default
-        directory = fm.temporaryDirectory.appendingPathComponent("kubesource-\(UUID().uuidString)")
+        let directory = fm.temporaryDirectory.appendingPathComponent("kubesource-\(UUID().uuidString)")
         let certs = directory.appendingPathComponent("certs")
         try fm.createDirectory(at: certs, withIntermediateDirectories: true)
-        for file in try fm.contentsOfDirectory(atPath: try Self.sharedCerts.get().path) {
-            try fm.copyItem(at: try Self.sharedCerts.get().appendingPathComponent(file), to: certs.appendingPathComponent(file))
+        let shared = try await sharedCerts.directory()
+        for file in try fm.contentsOfDirectory(atPath: shared.path) {
+            try fm.copyItem(at: shared.appendingPathComponent(file), to: certs.appendingPathComponent(file))
         }
         let objectsFile = directory.appendingPathComponent("objects.json")
         try objects.write(to: objectsFile, atomically: true, encoding: .utf8)
         let portFile = directory.appendingPathComponent("port")
         let controlFile = directory.appendingPathComponent("cport")
-        process = Process()
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.root.appendingPathComponent("scripts/fake-apiserver/server.py").path,
+        process.arguments = ["python3", root.appendingPathComponent("scripts/fake-apiserver/server.py").path,
                              "--cert-dir", certs.path, "--port-file", portFile.path, "--control-port-file", controlFile.path,
-                             "--bookmark-interval", "\(bookmarkInterval)", "--load", objectsFile.path, "--quiet"] + extraArguments
+                             "--bookmark-interval", "\(bookmarkInterval)", "--load", objectsFile.path, "--quiet"]
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle.nullDevice
         try process.run()
-        let deadline = Date().addingTimeInterval(30)
+        let deadline = ContinuousClock.now + .seconds(30)
         // The port file is written last, after the control port's.
         while !fm.fileExists(atPath: portFile.path) {
-            guard process.isRunning, Date() < deadline else {
+            guard process.isRunning, ContinuousClock.now < deadline else {
                 kill(process.processIdentifier, SIGKILL)
                 process.waitUntilExit()
                 try? fm.removeItem(at: directory)
                 throw Failure(description: "the fake API server did not start")
             }
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
         func number(_ url: URL) throws -> Int {
             guard let port = Int(try String(contentsOf: url, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -88,8 +116,7 @@ final class FakeAPIServer: Sendable {
             }
             return port
         }
-        port = try number(portFile)
-        controlPort = try number(controlFile)
+        return FakeAPIServer(directory: directory, port: try number(portFile), controlPort: try number(controlFile), process: process)
     }
 
     /// SIGKILL: a child of the test runner inherits its blocked signal mask, so SIGTERM would
@@ -147,7 +174,7 @@ final class FakeAPIServer: Sendable {
 /// Runs `body` with a started fake API server, and stops it however `body` ends.
 func withFakeAPIServer<T>(objects: String, bookmarkInterval: Double = 0.2,
                           _ body: (FakeAPIServer) async throws -> T) async throws -> T {
-    let server = try FakeAPIServer(objects: objects, bookmarkInterval: bookmarkInterval)
+    let server = try await FakeAPIServer.start(objects: objects, bookmarkInterval: bookmarkInterval)
     do {
         let result = try await body(server)
         server.stop()

@@ -2,11 +2,9 @@ import Foundation
 @testable import KubeSource
 import Testing
 
-/// A temp dir with the fake API server's certificates (made once per run), removed at the end.
-private func withCerts<T>(_ body: (URL) throws -> T) throws -> T {
-    let server = try FakeAPIServer(objects: "")
-    defer { server.stop() }
-    return try body(URL(fileURLWithPath: server.certDirectory))
+/// A temp dir with the fake API server's certificates and token, removed at the end.
+private func withCerts<T>(_ body: (URL) throws -> T) async throws -> T {
+    try await withFakeAPIServer(objects: "") { server in try body(URL(fileURLWithPath: server.certDirectory)) }
 }
 
 private func base64(_ url: URL) throws -> String { try Data(contentsOf: url).base64EncodedString() }
@@ -42,8 +40,8 @@ private func configError(_ body: () throws(KubeConfigError) -> KubeConfig) -> Ku
 }
 
 @Suite struct KubeConfigTests {
-    @Test func dataFieldsAndServer() throws {
-        try withCerts { certs in
+    @Test func dataFieldsAndServer() async throws {
+        try await withCerts { certs in
             let text = kubeconfig(
                 cluster: "server: https://10.0.0.1:6443/\ncertificate-authority-data: \(try base64(certs.appendingPathComponent("ca.crt")))",
                 user: "client-certificate-data: \(try base64(certs.appendingPathComponent("client.crt")))\n"
@@ -57,8 +55,8 @@ private func configError(_ body: () throws(KubeConfigError) -> KubeConfig) -> Ku
         }
     }
 
-    @Test func relativeFilesAreReadFromTheKubeconfigsDirectory() throws {
-        try withCerts { certs in
+    @Test func relativeFilesAreReadFromTheKubeconfigsDirectory() async throws {
+        try await withCerts { certs in
             let text = kubeconfig(cluster: "server: https://k:6443\ncertificate-authority: ca.crt\ninsecure-skip-tls-verify: false",
                                   user: "client-certificate: client.crt\nclient-key: \(certs.path)/client.key\ntokenFile: token")
             let config = try KubeConfig.parse(text, path: certs.appendingPathComponent("kubeconfig").path)
@@ -67,8 +65,8 @@ private func configError(_ body: () throws(KubeConfigError) -> KubeConfig) -> Ku
         }
     }
 
-    @Test func errorsNameTheFileAndField() throws {
-        try withCerts { certs in
+    @Test func errorsNameTheFileAndField() async throws {
+        try await withCerts { certs in
             let missing = configError { () throws(KubeConfigError) in
                 try KubeConfig.parse(kubeconfig(cluster: "server: https://k:6443", user: "client-certificate: nope.crt\nclient-key: nope.key"),
                                      path: "/etc/k/config")
@@ -125,8 +123,8 @@ private func configError(_ body: () throws(KubeConfigError) -> KubeConfig) -> Ku
         }
     }
 
-    @Test func inClusterConfig() throws {
-        try withCerts { certs in
+    @Test func inClusterConfig() async throws {
+        try await withCerts { certs in
             let config = try KubeConfig.inCluster(
                 environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"], directory: certs.path)
             #expect(config.server == "https://[fd00::1]:443")
@@ -143,8 +141,8 @@ private func configError(_ body: () throws(KubeConfigError) -> KubeConfig) -> Ku
         }
     }
 
-    @Test func resolvePrefersTheFlagThenKUBECONFIGThenInCluster() throws {
-        try withCerts { certs in
+    @Test func resolvePrefersTheFlagThenKUBECONFIGThenInCluster() async throws {
+        try await withCerts { certs in
             let file = certs.appendingPathComponent("kc").path
             try kubeconfig(cluster: "server: https://from-file:6443", user: "token: t").write(toFile: file, atomically: true, encoding: .utf8)
             let environment = ["KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"]

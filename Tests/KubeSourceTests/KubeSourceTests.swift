@@ -63,6 +63,7 @@ private func options(_ change: (inout KubeSource.Options) -> Void = { _ in }) ->
 }
 
 /// A source and a controller over an in-memory kernel, both running until `body` returns.
+/// `KUBESOURCE_TEST_LOGS=1` prints the source's log after each test.
 private struct Agent {
     let source: KubeSource
     let controller: SyncController
