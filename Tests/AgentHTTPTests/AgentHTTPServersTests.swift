@@ -65,10 +65,11 @@ private func compiledRuleset() -> Ruleset {
 @Suite(.serialized) struct HealthzTests {
     @Test func healthzAnswers200WithKubeProxysFields() async throws {
         let status = AgentStatus()
-        status.update { $0.lastUpdated = .now - .seconds(3) }
         try await withServers(status: status) { servers in
             let port = try #require(await servers.healthzPort)
 
+            // Set just before asking, so a slow (loaded) start does not count against the check.
+            status.update { $0.lastUpdated = .now - .seconds(3) }
             let response = try request("/healthz", port: port)
             #expect(response.status == 200)
             #expect(response.header("Content-Type") == "application/json")
@@ -85,7 +86,7 @@ private func compiledRuleset() -> Ruleset {
             let families = try #require(body["status"] as? [String: [String: Any]])
             #expect(Set(families.keys) == ["IPv4", "IPv6"])
             let synced = try #require(parseTime(families["IPv4"]?["lastUpdated"]))
-            #expect(abs(current.timeIntervalSince(synced) - 3) < 0.5)
+            #expect(abs(current.timeIntervalSince(synced) - 3) < 1.5)
             #expect(families["IPv6"]?["healthy"] as? Bool == true)
 
             let live = try request("/livez", port: port)
@@ -97,16 +98,17 @@ private func compiledRuleset() -> Ruleset {
 
     @Test func aChangePendingLongerThanTwoSyncPeriodsIs503() async throws {
         let status = AgentStatus()
-        status.update {
-            $0.lastUpdated = .now - .seconds(10)
-            $0.pendingSince = .now - .milliseconds(60)
-        }
-        // 2 × 50 ms: the change has not waited long enough yet.
-        try await withServers(status: status, syncPeriod: .milliseconds(50)) { servers in
+        // 2 × 2 s: a change pending for a moment has not waited long enough.
+        try await withServers(status: status, syncPeriod: .seconds(2)) { servers in
             let port = try #require(await servers.healthzPort)
+            status.update {
+                $0.lastUpdated = .now - .seconds(10)
+                $0.pendingSince = .now
+            }
             #expect(try request("/healthz", port: port).status == 200)
 
-            try await Task.sleep(for: .milliseconds(60))
+            // Pending for 5 s (more than 2 × syncPeriod): unhealthy. Set, not slept, so load cannot flake it.
+            status.update { $0.pendingSince = .now - .seconds(5) }
             for path in ["/healthz", "/livez"] {
                 let response = try request(path, port: port)
                 #expect(response.status == 503, "\(path): \(response)")
@@ -115,7 +117,7 @@ private func compiledRuleset() -> Ruleset {
                 // Unhealthy: lastUpdated is the last successful sync, ten seconds before now.
                 let last = try #require(parseTime(body["lastUpdated"]))
                 let current = try #require(parseTime(body["currentTime"]))
-                #expect(abs(current.timeIntervalSince(last) - 10) < 1, "\(response.body)")
+                #expect(abs(current.timeIntervalSince(last) - 10) < 2, "\(response.body)")
             }
 
             // The sync lands: healthy again.
@@ -388,7 +390,8 @@ private func compiledRuleset() -> Ruleset {
         try connection.send("cde")
         let response = try connection.readResponse()
         #expect(response.status == 200)
-        #expect(response.header("Connection")?.lowercased() == "close")
+        // Whether the answer says `Connection: close` depends on how far shutdown got; that
+        // the connection is then closed does not.
         #expect(try connection.isClosedByPeer())
         await shutdown.value
     }
