@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NftExplain
 import NftIR
+import NftNetlink
 import RuleCompiler
 import ServiceModel
 
@@ -32,8 +33,11 @@ struct Explain: ParsableCommand {
     @Option(help: ArgumentHelp("text or json.", valueName: "format"))
     var output: OutputFormat = .text
 
-    @Argument(help: ArgumentHelp("State files or folders.", valueName: "state"))
-    var state: [String]
+    @Flag(help: "Trace through the rules in this network namespace's kernel instead of STATE's (root). Node IPs come from --node-ip or STATE.")
+    var kernel = false
+
+    @Argument(help: ArgumentHelp("State files or folders (optional with --kernel).", valueName: "state"))
+    var state: [String] = []
 
     enum OriginFlag: String, EnumerableFlag {
         case fromPod, fromNode, external
@@ -44,15 +48,17 @@ struct Explain: ParsableCommand {
     }
 
     func validate() throws {
-        if state.isEmpty { throw ValidationError("give at least one STATE file or folder") }
+        if state.isEmpty && !kernel { throw ValidationError("give at least one STATE file or folder, or --kernel") }
         guard IPAddress(src) != nil else { throw ValidationError("--src: \"\(src)\" is not an IP address") }
         _ = try Explain.parseDestination(dst)
     }
 
     func run() throws {
-        let compilation = try compileState(state, options: node)
         let config = try node.nodeConfig()
-        let facts = NodeFacts(config: config, state: try StateLoader.load(state))
+        let facts = NodeFacts(config: config, state: state.isEmpty ? ClusterState() : try StateLoader.load(state))
+        let ruleset = kernel
+            ? try withKernel("explain --kernel") { () throws(BackendError) in try NetlinkBackend().read(ourTables) }
+            : try compileState(state, options: node).ruleset
         let nodeIPs = facts.nodeIPs.values.flatMap { $0 }
         let source = IPAddress(src)!
         let (destination, port, proto) = try Explain.parseDestination(dst)
@@ -66,7 +72,7 @@ struct Explain: ParsableCommand {
             else if facts.clusterCIDR.values.contains(where: { $0.contains(source) }) { start = .pod }
             else { start = .external }
         }
-        let tracer = Tracer(ruleset: compilation.ruleset, context: TraceContext(nodeIPs: nodeIPs))
+        let tracer = Tracer(ruleset: ruleset, context: TraceContext(nodeIPs: nodeIPs))
         let trace = tracer.trace(Connection(source: source, destination: destination, port: port, protocol: proto, origin: start))
         switch output {
         case .text: print(trace.text, terminator: "")
