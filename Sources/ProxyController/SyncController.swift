@@ -84,6 +84,8 @@ public actor SyncController {
     private var lastApplied: Ruleset?
     private var lastGeneration: UInt32?
     private var quarantine: [String: ContinuousClock.Instant] = [:]
+    /// The drift check has already counted and logged the repair the next full sync makes.
+    private var repairReported = false
     private var waiter: CheckedContinuation<Void, Never>?
     private var wakeToken = 0
     /// Called after each successful sync with the compilation that is now in the kernel.
@@ -211,6 +213,13 @@ public actor SyncController {
                 current = lastApplied!
             }
             transaction = Transaction.diff(from: current, to: compilation.ruleset)
+            // A full sync that must change rules nobody asked to change found someone else's edit.
+            if full && !replace && !repairReported && !transaction.isEmpty && lastApplied == compilation.ruleset {
+                metrics.increment(.driftRepairs)
+                logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
+                    "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
+                ])
+            }
             if replace {
                 transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
             } else if full {
@@ -225,10 +234,11 @@ public actor SyncController {
         }
         let finished = ContinuousClock.now
         lastSyncEnd = finished
+        repairReported = false
         retryAt = nil
         needsFull = false
         if full { lastFull = finished }
-        record(compilation, transaction, started: started, finished: finished, pendingSince: pendingSince)
+        record(compilation, transaction, full: full, started: started, finished: finished, pendingSince: pendingSince)
         cleanConntrack(compilation.udpPorts)
         onSync?(compilation, transaction)
     }
@@ -271,11 +281,11 @@ public actor SyncController {
         }
     }
 
-    private func record(_ compilation: Compilation, _ transaction: Transaction, started: ContinuousClock.Instant,
+    private func record(_ compilation: Compilation, _ transaction: Transaction, full: Bool, started: ContinuousClock.Instant,
                         finished: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
         metrics.observe(.syncDuration, (finished - started).seconds)
         metrics.set(.lastSync, Double(finished.wallSeconds))
-        metrics.set(.batchOperations, Double(transaction.operations.count))
+        if !transaction.isEmpty { metrics.set(.batchOperations, Double(transaction.operations.count)) }
         metrics.set(.skippedObjects, Double(compilation.problems.filter(\.skipped).count))
         metrics.set(.quarantined, Double(quarantine.count))
         if let pendingSince { metrics.observe(.programmingLatency, (finished - pendingSince).seconds) }
@@ -289,11 +299,12 @@ public actor SyncController {
         }
         if !transaction.isEmpty {
             logger.info("rules synced", metadata: [
+                "sync": "\(full ? "full" : "partial")",
                 "operations": "\(transaction.operations.count)",
                 "duration_ms": "\(Int((finished - started).seconds * 1000))",
             ])
         } else {
-            logger.debug("rules already in place")
+            logger.debug("rules already in place", metadata: ["sync": "\(full ? "full" : "partial")"])
         }
     }
 
@@ -301,7 +312,7 @@ public actor SyncController {
         metrics.increment(.syncFailures)
         status.update { $0.lastFailure = (error, transaction) }
         needsFull = true
-        if let service = error.operation?.service, quarantine[service] == nil {
+        if error.isAboutOneObject, let service = error.operation?.service, quarantine[service] == nil {
             // One object poisons nothing else: leave it out and program the rest right away.
             quarantine[service] = ContinuousClock.now + timing.syncPeriod
             metrics.set(.quarantined, Double(quarantine.count))
@@ -335,10 +346,20 @@ public actor SyncController {
     }
 
     private func driftFound(_ why: String) {
+        repairReported = true
         metrics.increment(.driftRepairs)
         logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: ["why": "\(why)"])
         needsFull = true
         retryAt = nil
+    }
+}
+
+extension BackendError {
+    /// Whether the kernel refused one object for what it is (bad value, missing or duplicate
+    /// reference), as opposed to the batch failing as a whole (memory, buffers, permission, a
+    /// concurrent writer): only the former is a reason to leave a service out.
+    var isAboutOneObject: Bool {
+        [EINVAL, ENOENT, EEXIST, EOPNOTSUPP, ERANGE, E2BIG, ELOOP, EMLINK, EBUSY].contains(errno)
     }
 }
 

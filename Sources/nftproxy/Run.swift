@@ -147,7 +147,8 @@ struct FaultInjectingBackend: RulesetBackend {
     func apply(_ transaction: Transaction) throws(BackendError) {
         let words = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
         if words.first == "fail-all" {
-            throw BackendError(errno: ENOBUFS, operation: transaction.operations.first, message: "injected failure (NFTPROXY_FAULTS)")
+            // As a real ENOBUFS: the batch as a whole failed, no object is blamed.
+            throw BackendError(errno: ENOBUFS, message: "injected failure (NFTPROXY_FAULTS)")
         }
         if words.first == "refuse-service", words.count > 1 {
             let prefix = words[1]

@@ -142,4 +142,42 @@ private func serviceChains(_ backend: InMemoryBackend) -> [String] {
         #expect(backend.ruleset.table(.ip)?.chain(Name("service-ns/a/tcp/http")!)?.rules.count == 3)
         await controller.stop()
     }
+
+    /// ENOBUFS (or any whole-batch failure) names no guilty object even when an operation is
+    /// attached: nothing is quarantined, the change stays pending and health says so.
+    @Test func aWholeBatchFailureQuarantinesNothing() async throws {
+        let backend = InMemoryBackend()
+        let controller = SyncController(backend: backend, config: config, timing: fast)
+        let loop = Task { await controller.run() }
+        defer { loop.cancel() }
+        await controller.update { $0.replace(ObjectStore.Kind.allCases, with: objects([("a", "10.96.0.1", ["10.244.1.1"])])) }
+        await controller.markReady()
+        #expect(await eventually { !serviceChains(backend).isEmpty })
+        backend.refuse { BackendError(errno: 105, operation: $0, message: "ENOBUFS by test") }
+        await controller.update { $0.upsert(objects([("b", "10.96.0.2", ["10.244.1.2"])])) }
+        #expect(await eventually { !controller.status.isHealthy(timeout: .milliseconds(100)) })
+        #expect(controller.status.current.quarantined.isEmpty)
+        backend.refuse(nil)
+        #expect(await eventually { serviceChains(backend) == ["service-ns/a/tcp/http", "service-ns/b/tcp/http"] })
+        #expect(await eventually { controller.status.isHealthy(timeout: .milliseconds(100)) })
+        await controller.stop()
+    }
+
+    /// When the periodic full resync finds the tampering before the drift check does, the
+    /// repair is still counted and logged as one.
+    @Test func aRepairByTheFullResyncCountsAsDrift() async throws {
+        let backend = InMemoryBackend()
+        let metrics = Metrics()
+        let slowDriftCheck = SyncTiming(minSyncPeriod: .milliseconds(20), syncPeriod: .milliseconds(300), driftCheckInterval: .seconds(60))
+        let controller = SyncController(backend: backend, config: config, timing: slowDriftCheck, metrics: metrics)
+        let loop = Task { await controller.run() }
+        defer { loop.cancel() }
+        await controller.update { $0.replace(ObjectStore.Kind.allCases, with: objects([("a", "10.96.0.1", ["10.244.1.1"])])) }
+        await controller.markReady()
+        #expect(await eventually { !serviceChains(backend).isEmpty })
+        backend.tamper { $0.tables.removeAll() }
+        #expect(await eventually { serviceChains(backend) == ["service-ns/a/tcp/http"] })
+        #expect(metrics.value(.driftRepairs) == 1)
+        await controller.stop()
+    }
 }
