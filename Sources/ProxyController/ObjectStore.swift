@@ -45,15 +45,20 @@ public struct ObjectStore: Sendable, Equatable {
             let ref = ObjectRef(kind: "ServiceCIDR", namespace: "", name: cidr.name)
             set(ref) { $0.serviceCIDRs[ref] = cidr }
         }
-        for owner in decoded.servicesWithSlices {
-            // The decoder names owners per document; keep them until their slice goes away.
-            for slice in decoded.endpointSlices where "\(slice.namespace)/\(slice.serviceName)" == owner {
-                sliceOwners[slice.ref] = owner
-            }
-            for problem in decoded.problems where problem.object?.kind == "EndpointSlice" {
-                if let ref = problem.object, ref.namespace == owner.split(separator: "/").first.map(String.init) {
-                    sliceOwners[ref] = owner
-                }
+        // Which Service each slice names, so a Service whose slice is invalid never falls back to
+        // Pods. One pass over the slices; an invalid slice's owner comes from the decoder's owner
+        // list (exact for a single object, by namespace for a bulk read).
+        var named = Set<String>()
+        for slice in decoded.endpointSlices {
+            let owner = "\(slice.namespace)/\(slice.serviceName)"
+            sliceOwners[slice.ref] = owner
+            named.insert(owner)
+        }
+        let unnamed = decoded.servicesWithSlices.subtracting(named)
+        if !unnamed.isEmpty {
+            for problem in decoded.problems where problem.skipped && problem.object?.kind == "EndpointSlice" {
+                guard let ref = problem.object else { continue }
+                if let owner = unnamed.first(where: { $0.hasPrefix(ref.namespace + "/") }) { sliceOwners[ref] = owner }
             }
         }
     }

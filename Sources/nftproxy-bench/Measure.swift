@@ -113,12 +113,16 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
     return sorted[max(0, min(sorted.count - 1, rank))]
 }
 
-/// `incremental STATE --netns PATH --changes K`: the agent's control loop (SyncController,
-/// minSyncPeriod 0) over the kernel backend in the namespace. After the full load, K changes
-/// alternately add one endpoint to a service and remove it again; each is timed from the
-/// `update` call to the return of the backend's apply (the kernel's ack), and split into the
-/// update call itself, compile + diff (update returned → apply started) and the netlink apply.
-func incremental(statePath: String, netns: String, changes: Int) async throws {
+/// `incremental STATE --netns PATH --changes K [--seed-chunk S]`: the agent's control loop
+/// (SyncController, minSyncPeriod 0) over the kernel backend in the namespace. After the full
+/// load, K changes alternately add one endpoint to a service and remove it again; each is timed
+/// from the `update` call to the return of the backend's apply (the kernel's ack), and split into
+/// the update call itself, compile + diff (update returned → apply started) and the netlink apply.
+///
+/// The store is seeded as the agent does it, with one `replace` of every object, unless
+/// `seedChunk` > 0: then S services (with their slices) go in per update before `markReady`.
+/// (One upsert of N services and their slices costs O(N²) in ObjectStore today.)
+func incremental(statePath: String, netns: String, changes: Int, seedChunk: Int) async throws {
     let state = try loadState(statePath)
     let (events, continuation) = AsyncStream<TimedBackend.Event>.makeStream()
     let backend = TimedBackend(inner: NetlinkBackend(netnsPath: netns), events: continuation)
@@ -128,10 +132,23 @@ func incremental(statePath: String, netns: String, changes: Int) async throws {
     var iterator = events.makeAsyncIterator()
 
     let loadStart = ContinuousClock.now
-    await controller.update { $0.replace(ObjectStore.Kind.allCases, with: state) }
+    if seedChunk > 0 {
+        let slicesByService = Dictionary(grouping: state.endpointSlices) { "\($0.namespace)/\($0.serviceName)" }
+        for start in stride(from: 0, to: state.services.count, by: seedChunk) {
+            let services = Array(state.services[start..<min(start + seedChunk, state.services.count)])
+            var part = ClusterState(services: services, endpointSlices: services.flatMap { slicesByService["\($0.namespace)/\($0.name)"] ?? [] })
+            part.servicesWithSlices = state.servicesWithSlices.intersection(services.map { "\($0.namespace)/\($0.name)" })
+            let chunk = part
+            await controller.update { $0.upsert(chunk) }
+        }
+    } else {
+        await controller.update { $0.replace(ObjectStore.Kind.allCases, with: state) }
+    }
+    let seeded = ContinuousClock.now
     await controller.markReady()
     guard let load = await iterator.next(), !load.failed else { throw BenchError("the initial full sync failed") }
     report("load_s", (load.end - loadStart).seconds)
+    report("seed_s", (seeded - loadStart).seconds)
     report("load_apply_s", (load.end - load.start).seconds)
     report("load_operations", load.operations)
 

@@ -9,7 +9,8 @@ let usage = """
            nftproxy-bench kube-proxy --services N --endpoints M --out FILE kube-proxy's layout as nft commands
            nftproxy-bench breakdown --netns PATH STATE                      one full apply, timed by phase
            nftproxy-bench readback --netns PATH FAMILY/TABLE...             read tables back through netlink
-           nftproxy-bench incremental --netns PATH --changes K STATE        P2: agent loop, one endpoint per change
+           nftproxy-bench incremental --netns PATH --changes K [--seed-chunk S] STATE
+                                                                          P2: agent loop, one endpoint per change
            nftproxy-bench sha256-selftest                                   kube-proxy's name hash on its test vectors
     """
 
@@ -63,7 +64,8 @@ func main() async throws {
         try readback(netns: try args.string("netns"), tables: tables)
     case "incremental":
         guard let state = args.positional.first else { throw BenchError(usage) }
-        try await incremental(statePath: state, netns: try args.string("netns"), changes: try args.int("changes"))
+        let chunk = args.options["seed-chunk"] == nil ? 0 : try args.int("seed-chunk")
+        try await incremental(statePath: state, netns: try args.string("netns"), changes: try args.int("changes"), seedChunk: chunk)
     case "sha256-selftest":
         let vectors = ["ns1/svc1/tcp/p80": "ULMVA6XW", "ns1/svc1/tcp/p80__10.180.0.1/80": "5OJB2KTY", "ns4/svc4/tcp/p80__10.180.0.5/80": "5RFCDDV7"]
         for (name, expected) in vectors.sorted(by: { $0.key < $1.key }) {
