@@ -287,6 +287,8 @@ public actor SyncController {
         metrics.set(.lastSync, Double(finished.wallSeconds))
         if !transaction.isEmpty { metrics.set(.batchOperations, Double(transaction.operations.count)) }
         metrics.set(.skippedObjects, Double(compilation.problems.filter(\.skipped).count))
+        metrics.set(.noLocalEndpoints, Double(compilation.noLocalEndpoints.internal), labels: ["traffic_policy": "internal"])
+        metrics.set(.noLocalEndpoints, Double(compilation.noLocalEndpoints.external), labels: ["traffic_policy": "external"])
         metrics.set(.quarantined, Double(quarantine.count))
         if let pendingSince { metrics.observe(.programmingLatency, (finished - pendingSince).seconds) }
         let stillPending = dirty ? status.current.pendingSince : nil

@@ -2,7 +2,7 @@ import NftIR
 import ServiceModel
 
 /// What one compile produced: the rules, and what the operator should be told about them.
-public struct Compilation: Sendable, Hashable {
+public struct Compilation: Sendable {
     public var ruleset: Ruleset
     /// Objects skipped or ignored (from decoding and from compiling).
     public var problems: [Problem]
@@ -14,6 +14,9 @@ public struct Compilation: Sendable, Hashable {
     public var affinity: AffinityTargets
     /// Every UDP service port with its destinations and serving endpoints, for conntrack cleanup.
     public var udpPorts: [UDPServicePort]
+    /// Services with a Local traffic policy that have endpoints, but none on this node
+    /// (kube-proxy's `sync_proxy_rules_no_local_endpoints_total`), per policy.
+    public var noLocalEndpoints: (internal: Int, external: Int) = (0, 0)
 }
 
 /// A UDP service port as conntrack cleanup sees it: where clients send, and which endpoint
@@ -69,6 +72,7 @@ public enum RuleCompiler {
         var serviceKinds: [(Service, [ServicePortName: [Backend]])] = []
         var healthChecks: [HealthCheck] = []
         var udpPorts: [UDPServicePort] = []
+        var noLocal = (internal: 0, external: 0)
         let index = EndpointIndex(state)
         for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
             if service.type == .externalName {
@@ -91,6 +95,12 @@ public enum RuleCompiler {
                     udpPorts.append(UDPServicePort(name: name, family: family, destinations: [clusterIP] + others, port: port.port,
                                                    nodePort: port.nodePort, servingEndpoints: Set(serving.map(\.address))))
                 }
+            }
+            let lists = resolved.ports.values.map { EndpointLists($0, nodeName: config.nodeName, zone: nil) }
+            if lists.contains(where: \.hasAny) && !lists.contains(where: { !$0.local.isEmpty }) {
+                let external = service.type == .nodePort || service.type == .loadBalancer || !service.externalIPs.isEmpty
+                if service.internalTrafficPolicy == .local { noLocal.internal += 1 }
+                if service.externalTrafficPolicy == .local && external { noLocal.external += 1 }
             }
             if service.externalTrafficPolicy == .local && service.healthCheckNodePort != 0 {
                 let local = resolved.ports.values.joined().filter {
@@ -116,7 +126,7 @@ public enum RuleCompiler {
             tables.append(builder.table())
         }
         return Compilation(ruleset: Ruleset(tables: tables), problems: problems, notes: notes, healthChecks: healthChecks,
-                           affinity: affinity, udpPorts: udpPorts)
+                           affinity: affinity, udpPorts: udpPorts, noLocalEndpoints: noLocal)
     }
 }
 

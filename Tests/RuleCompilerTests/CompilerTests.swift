@@ -170,3 +170,25 @@ private func rules(_ compilation: Compilation, chain: String) -> [String] {
         #expect(allow.elements.map { $0.key.last } == [.prefix(CIDR("192.168.50.0/24")!)])
     }
 }
+
+@Suite struct NoLocalEndpointsTests {
+    /// kube-proxy's sync_proxy_rules_no_local_endpoints_total: Local policy, endpoints elsewhere, none here.
+    @Test func countsLocalPoliciesWithoutLocalEndpoints() {
+        var internalOnly = service("i", clusterIP: "10.96.0.11")
+        internalOnly.internalTrafficPolicy = .local
+        var external = service("e", clusterIP: "10.96.0.12", type: .nodePort, nodePort: 30012)
+        external.externalTrafficPolicy = .local
+        var served = service("s", clusterIP: "10.96.0.13", type: .nodePort, nodePort: 30013)
+        served.externalTrafficPolicy = .local
+        var empty = service("z", clusterIP: "10.96.0.14")
+        empty.internalTrafficPolicy = .local
+        let state = ClusterState(services: [internalOnly, external, served, empty], endpointSlices: [
+            slice("i", [Endpoint(addresses: [ip("10.244.2.1")], nodeName: "node-b")]),
+            slice("e", [Endpoint(addresses: [ip("10.244.2.2")], nodeName: "node-b")]),
+            slice("s", [Endpoint(addresses: [ip("10.244.1.3")], nodeName: "node-a")]),
+        ])
+        let counts = RuleCompiler.compile(state, config: config).noLocalEndpoints
+        #expect(counts.internal == 1)
+        #expect(counts.external == 1)
+    }
+}
