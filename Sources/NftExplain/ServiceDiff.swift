@@ -72,12 +72,12 @@ public enum ServiceDiff {
         for table in ruleset.tables {
             for set in table.sets {
                 for element in set.elements {
-                    let owner = element.comment.map { service(ofComment: $0.text) } ?? nodeWide
+                    let owner = element.comment.map(Naming.service(ofComment:)) ?? nodeWide
                     result[owner, default: ServiceFacts()].destinations.insert(describe(element, in: set, family: table.family))
                 }
             }
             for chain in table.chains {
-                let owner = Naming.isServicePortChain(chain.name) ? service(ofChain: chain.name.rawValue) : nodeWide
+                let owner = Naming.service(ofChain: chain.name) ?? nodeWide
                 var facts = ChainFacts()
                 for rule in chain.rules {
                     if let target = rule.statements.lazy.compactMap({ statement -> String? in
@@ -108,14 +108,4 @@ public enum ServiceDiff {
         return "\(set.name) \(key)\(verdict)"
     }
 
-    /// `ns/name:port` → `ns/name`.
-    private static func service(ofComment comment: String) -> String {
-        String(comment.split(separator: ":", maxSplits: 1).first ?? Substring(comment))
-    }
-
-    /// `service-ns/name/proto/port` → `ns/name`.
-    private static func service(ofChain chain: String) -> String {
-        let path = chain.split(separator: "-", maxSplits: 1).last.map(String.init) ?? chain
-        return path.split(separator: "/").prefix(2).joined(separator: "/")
-    }
 }

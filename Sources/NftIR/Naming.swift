@@ -110,6 +110,18 @@ public enum Naming {
         Name("affinity-" + base(port, number: number))
     }
 
+    /// The Service (`ns/name`) a service-port chain belongs to (`service-ns/name/proto/port`
+    /// and its `local-`, `external-`, `affinity-` siblings); nil for a static chain.
+    public static func service(ofChain name: Name) -> String? {
+        guard isServicePortChain(name), let path = name.rawValue.split(separator: "-", maxSplits: 1).last else { return nil }
+        return path.split(separator: "/").prefix(2).joined(separator: "/")
+    }
+
+    /// The Service (`ns/name`) an element comment names: `ns/name:port`, or `ns/name` for an unnamed port.
+    public static func service(ofComment comment: Comment) -> String {
+        String(comment.text.split(separator: ":", maxSplits: 1).first ?? Substring(comment.text))
+    }
+
     /// Whether a chain of our table is made per service port (as opposed to a static one).
     public static func isServicePortChain(_ name: Name) -> Bool { name.rawValue.contains("/") }
 }

@@ -370,12 +370,10 @@ extension Operation {
     var service: String? {
         switch self {
         case .addChain(_, let name, _), .flushChain(_, let name), .deleteChain(_, let name), .addRule(_, let name, _):
-            guard Naming.isServicePortChain(name) else { return nil }
-            let path = name.rawValue.split(separator: "-", maxSplits: 1).last ?? ""
-            return path.split(separator: "/").prefix(2).joined(separator: "/")
+            return Naming.service(ofChain: name)
         case .addElements(_, _, let elements), .deleteElements(_, _, let elements):
-            guard elements.count == 1, let comment = elements[0].comment?.text else { return nil }
-            return comment.split(separator: ":").first.map(String.init)
+            guard elements.count == 1, let comment = elements[0].comment else { return nil }
+            return Naming.service(ofComment: comment)
         default:
             return nil
         }

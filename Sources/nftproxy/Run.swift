@@ -171,9 +171,9 @@ extension NftIR.Operation {
     func isolated(to service: String) -> NftIR.Operation? {
         switch self {
         case .addChain(_, let name, _), .addRule(_, let name, _):
-            return name.rawValue.split(separator: "-", maxSplits: 1).last?.hasPrefix(service + "/") == true ? self : nil
+            return Naming.service(ofChain: name) == service ? self : nil
         case .addElements(let table, let set, let elements):
-            guard let element = elements.first(where: { $0.comment?.text.hasPrefix(service + ":") == true || $0.comment?.text == service }) else { return nil }
+            guard let element = elements.first(where: { $0.comment.map(Naming.service(ofComment:)) == service }) else { return nil }
             return .addElements(table, set: set, [element])
         default:
             return nil
