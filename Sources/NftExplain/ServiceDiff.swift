@@ -96,14 +96,7 @@ public enum ServiceDiff {
     }
 
     private static func describe(_ element: Element, in set: NamedSet, family: Family) -> String {
-        let key = element.key.map {
-            switch $0 {
-            case .address(let ip): ip.description
-            case .proto(let proto): proto.description
-            case .port(let port): String(port)
-            case .prefix(let cidr): cidr.description
-            }
-        }.joined(separator: " ")
+        let key = element.key.map(\.description).joined(separator: " ")
         let verdict = element.verdict.map { " → " + NftText.verdict($0) } ?? ""
         return "\(set.name) \(key)\(verdict)"
     }

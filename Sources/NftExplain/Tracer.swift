@@ -92,11 +92,14 @@ public struct Tracer {
 
     public func trace(_ connection: Connection) -> Trace {
         var walk = Walk(connection: connection, context: context)
-        guard let table = ruleset.table(Family(connection.destination.family)) else {
+        let family = Family(connection.destination.family)
+        let tables = ruleset.tables.filter { $0.family == family }
+        guard let table = tables.first else {
             return Trace(connection: connection, steps: [Step(hook: "-", chain: "-", rule: nil, note: "no nftproxy table for this family")],
                          outcome: .untouched, masqueraded: false, masqueradeReason: "no rules", servicePort: nil)
         }
         walk.table = table
+        walk.tables = tables
         let hooks: [Hook] = connection.origin == .node ? [.output] : [.prerouting]
         for hook in hooks where !walk.finished {
             walk.run(hook: hook)
@@ -139,6 +142,8 @@ private enum Terminal { case reject, drop, accept }
 private struct Walk {
     let connection: Connection
     let context: TraceContext
+    /// The family's tables (the node table and the shards); `table` is the one whose chain runs.
+    var tables: [Table] = []
     var table = Table(family: .ip, name: Naming.table)
     var steps: [Step] = []
     var mark: UInt32 = 0
@@ -163,8 +168,12 @@ private struct Walk {
     var port: UInt16 { dnat?.port ?? connection.port }
 
     mutating func run(hook: Hook) {
-        let chains = table.chains.filter { $0.base?.hook == hook }.sorted { $0.base!.priority.value < $1.base!.priority.value }
-        for chain in chains {
+        // Every table's base chains of this hook, by priority (ties in table order, as registered).
+        let chains = tables.flatMap { table in table.chains.filter { $0.base?.hook == hook }.map { (table, $0) } }
+            .enumerated().sorted { ($0.element.1.base!.priority.value, $0.offset) < ($1.element.1.base!.priority.value, $1.offset) }
+            .map(\.element)
+        for (owner, chain) in chains {
+            table = owner
             // A nat chain only sees a connection's first packet, and only until one of them has NATed it.
             if chain.base?.type == .nat && hook != .postrouting && dnat != nil { continue }
             if terminal == .accept { terminal = nil }

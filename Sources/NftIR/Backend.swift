@@ -10,9 +10,24 @@ public protocol RulesetBackend: Sendable {
     /// no other table is read.
     func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset
 
+    /// Every table there is (ip and ip6), contents not read.
+    func listTables() throws(BackendError) -> [TableRef]
+
     /// The ruleset generation: it changes with every commit, by anyone. Cheap to ask, so a
     /// controller can poll it and read its tables back only when something was committed.
     func generation() throws(BackendError) -> UInt32
+}
+
+extension RulesetBackend {
+    /// nftproxy's tables that exist now: `nftproxy` and its shards, in both families.
+    public func ourTables() throws(BackendError) -> [TableRef] {
+        try listTables().filter { Naming.isOurTable($0.name) }
+    }
+
+    /// Everything nftproxy has in the kernel: all its tables, read back.
+    public func readOurs() throws(BackendError) -> Ruleset {
+        try read(ourTables())
+    }
 }
 
 /// A failed apply or read: the kernel's errno, the operation it refused (when known), and why.

@@ -34,7 +34,13 @@ public final class InMemoryBackend: RulesetBackend, Sendable {
 
     public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
         let current = storage.withLock { $0.ruleset }
-        return Ruleset(tables: current.tables.filter { table in tables.contains { $0.family == table.family && $0.name == table.name } })
+        let wanted = Set(tables)
+        return Ruleset(tables: current.tables.filter { wanted.contains(TableRef($0.family, $0.name)) }
+            .sorted { TableRef($0.family, $0.name) < TableRef($1.family, $1.name) })
+    }
+
+    public func listTables() throws(BackendError) -> [TableRef] {
+        storage.withLock { $0.ruleset }.tables.map { TableRef($0.family, $0.name) }.sorted()
     }
 
     public func apply(_ transaction: Transaction) throws(BackendError) {

@@ -47,7 +47,22 @@ public struct Comment: Sendable, Hashable, CustomStringConvertible {
 
 /// The one place where nftproxy's object names are made.
 public enum Naming {
+    /// The node-wide table of each family: filter hooks, masquerade and the sets every service shares.
     public static let table = Name("nftproxy")!
+
+    /// Shard table `index` of a family: the chains of the services hashed to it, and their dispatch maps.
+    public static func shardTable(_ index: Int) -> Name {
+        Name(index < 10 ? "nftproxy-0\(index)" : "nftproxy-\(index)")!
+    }
+
+    /// Whether a table is nftproxy's: `nftproxy` or one of its shards `nftproxy-NN`.
+    public static func isOurTable(_ name: Name) -> Bool {
+        let text = name.rawValue
+        if text == table.rawValue { return true }
+        guard text.hasPrefix("nftproxy-") else { return false }
+        let digits = text.utf8.dropFirst(9)
+        return !digits.isEmpty && digits.count <= 4 && digits.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
 
     // Static chains and sets. None contains `/`: dynamic (per service port) chains always do.
     public static let natPrerouting = Name("nat-prerouting")!

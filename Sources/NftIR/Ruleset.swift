@@ -217,7 +217,7 @@ public enum DataType: String, Sendable, Hashable {
 }
 
 /// One component of an element key.
-public enum KeyValue: Sendable, Hashable, Comparable {
+public enum KeyValue: Sendable, Hashable, Comparable, CustomStringConvertible {
     case address(IPAddress)
     case proto(L4Protocol)
     case port(UInt16)
@@ -231,6 +231,16 @@ public enum KeyValue: Sendable, Hashable, Comparable {
         case (.port(let a), .port(let b)): a < b
         case (.prefix(let a), .prefix(let b)): a < b
         default: lhs.order < rhs.order
+        }
+    }
+
+    /// As nft writes it: `10.96.0.1`, `tcp`, `80`, `10.0.0.0/8`.
+    public var description: String {
+        switch self {
+        case .address(let ip): ip.description
+        case .proto(let proto): proto.description
+        case .port(let port): String(port)
+        case .prefix(let cidr): cidr.description
         }
     }
 
@@ -334,5 +344,20 @@ public struct Ruleset: Sendable, Hashable {
 
     public init(tables: [Table] = []) { self.tables = tables }
 
-    public func table(_ family: Family) -> Table? { tables.first { $0.family == family } }
+    /// The node-wide `nftproxy` table of a family.
+    public func table(_ family: Family) -> Table? { tables.first { $0.family == family && $0.name == Naming.table } }
+
+    /// A chain of a family, whichever of nftproxy's tables holds it.
+    public func chain(_ family: Family, _ name: Name) -> Chain? {
+        for table in tables where table.family == family {
+            if let chain = table.chain(name) { return chain }
+        }
+        return nil
+    }
+
+    /// The elements of a set or map of a family, from every table that has it (each shard
+    /// has its own `service-ips`, for instance), in table order.
+    public func elements(_ family: Family, _ set: Name) -> [Element] {
+        tables.filter { $0.family == family }.flatMap { $0.set(set)?.elements ?? [] }
+    }
 }

@@ -32,8 +32,15 @@ public final class AgentStatus: Sendable {
         public var pendingSince: ContinuousClock.Instant?
         /// Local ready endpoint counts of eTP=Local services with a health-check node port.
         public var healthChecks: [HealthCheck] = []
-        /// The ruleset last committed, and the last batch the kernel refused with its error.
-        public var lastApplied: Ruleset?
+        /// What was last committed, as its fragments: the ruleset is listed only when asked for.
+        public var applied: RulesetAssembly?
+        /// The ruleset last committed.
+        public var lastApplied: Ruleset? {
+            get { listed ?? applied?.ruleset() }
+            set { listed = newValue }
+        }
+        private var listed: Ruleset?
+        /// The last batch the kernel refused, with its error.
         public var lastFailure: (error: BackendError, transaction: Transaction)?
         public var quarantined: [String] = []
     }
@@ -65,12 +72,9 @@ public actor SyncController {
 
     private let backend: any RulesetBackend
     private let conntrack: (any ConntrackCleaner)?
-    /// UDP service ports as last committed, to find the ones whose endpoints changed.
-    private var lastUDPPorts: [UDPServicePort]?
     private let config: NodeConfig
     private let timing: SyncTiming
     private let logger: Logger
-    private let tables = Family.allCases.map { TableRef($0, Naming.table) }
 
     private var store = ObjectStore()
     private var ready = false
@@ -81,15 +85,16 @@ public actor SyncController {
     private var lastFull: ContinuousClock.Instant?
     private var lastSyncEnd: ContinuousClock.Instant?
     private var nextDriftCheck = ContinuousClock.now
-    private var lastApplied: Ruleset?
+    /// What the kernel holds now, by service: a partial sync replaces a few fragments.
+    private var assembly: RulesetAssembly?
     private var lastGeneration: UInt32?
     private var quarantine: [String: ContinuousClock.Instant] = [:]
     /// The drift check has already counted and logged the repair the next full sync makes.
     private var repairReported = false
     private var waiter: CheckedContinuation<Void, Never>?
     private var wakeToken = 0
-    /// Called after each successful sync with the compilation that is now in the kernel.
-    private var onSync: (@Sendable (Compilation, Transaction) -> Void)?
+    /// Called after each successful sync with the batch that was sent (empty: nothing to change).
+    private var onSync: (@Sendable (Transaction) -> Void)?
 
     public init(backend: any RulesetBackend, conntrack: (any ConntrackCleaner)? = nil, config: NodeConfig, timing: SyncTiming,
                 metrics: Metrics = Metrics(), logger: Logger = Logger(label: "nftproxy.sync")) {
@@ -101,15 +106,14 @@ public actor SyncController {
         self.logger = logger
     }
 
-    public func onSync(_ callback: @escaping @Sendable (Compilation, Transaction) -> Void) { onSync = callback }
+    public func onSync(_ callback: @escaping @Sendable (Transaction) -> Void) { onSync = callback }
 
     // MARK: - Input
 
     /// Applies a change to the known objects and asks for a sync.
     public func update(_ change: @Sendable (inout ObjectStore) -> Void) {
-        let before = store
         change(&store)
-        guard store != before else { return }
+        guard !store.changes.isEmpty else { return }
         if status.current.pendingSince == nil { status.update { $0.pendingSince = .now } }
         dirty = true
         wake()
@@ -189,70 +193,121 @@ public actor SyncController {
         let started = ContinuousClock.now
         let pendingSince = status.current.pendingSince
         dirty = false
-        for (service, until) in quarantine where until <= started && full {
+        let changes = store.takeChanges()
+        if !full, !changes.everything, let assembly {
+            partialSync(changes, from: assembly, started: started, pendingSince: pendingSince)
+        } else {
+            fullSync(started: started, pendingSince: pendingSince)
+        }
+    }
+
+    /// Compiles everything, reads our tables back and sends the difference (which also repairs
+    /// anyone else's edits), pruning stale affinity entries.
+    private func fullSync(started: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
+        for (service, until) in quarantine where until <= started {
             quarantine[service] = nil
             logger.info("retrying quarantined service", metadata: ["service": "\(service)"])
         }
         var state = store.state
         state.services.removeAll { quarantine["\($0.namespace)/\($0.name)"] != nil }
         let compilation = RuleCompiler.compile(state, config: config)
+        let next = compilation.assembly!
         var transaction = Transaction()
         do {
             var current: Ruleset
             var replace = false
-            if full || lastApplied == nil {
-                do {
-                    current = try backend.read(tables)
-                } catch {
-                    // Our tables hold something we never write: replace them whole, in the same batch.
-                    logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
-                    current = Ruleset()
-                    replace = true
-                }
-            } else {
-                current = lastApplied!
+            do {
+                current = try backend.readOurs()
+            } catch {
+                // Our tables hold something we never write: replace them whole, in the same batch.
+                logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
+                current = Ruleset()
+                replace = true
             }
             transaction = Transaction.diff(from: current, to: compilation.ruleset)
             // A full sync that must change rules nobody asked to change found someone else's edit.
-            if full && !replace && !repairReported && !transaction.isEmpty && lastApplied == compilation.ruleset {
+            if !replace && !repairReported && !transaction.isEmpty && assembly?.ruleset() == compilation.ruleset {
                 metrics.increment(.driftRepairs)
                 logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
                     "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
                 ])
             }
             if replace {
+                let tables = (try? backend.ourTables()) ?? []
                 transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
-            } else if full {
+            } else {
                 transaction.operations += Transaction.pruning(current, set: Naming.affinity, keep: compilation.affinity.keeps)
             }
             if !transaction.isEmpty { try backend.apply(transaction) }
-            lastApplied = compilation.ruleset
             lastGeneration = try? backend.generation()
         } catch {
-            failed(error, transaction: transaction, full: full)
+            failed(error, transaction: transaction, full: true)
             return
         }
+        let previous = assembly.map { Array($0.fragments.values) }
+        assembly = next
         let finished = ContinuousClock.now
+        lastFull = finished
+        succeeded(transaction, full: true, started: started, finished: finished, pendingSince: pendingSince)
+        cleanConntrack(previous: previous?.flatMap(\.udpPorts), current: compilation.udpPorts)
+    }
+
+    /// Recompiles only the services the changes can reach and sends what their fragments changed.
+    private func partialSync(_ changes: ObjectStore.Changes, from current: RulesetAssembly, started: ContinuousClock.Instant,
+                             pendingSince: ContinuousClock.Instant?) {
+        var refs = changes.services
+        if !changes.podNamespaces.isEmpty { refs.formUnion(store.services(in: changes.podNamespaces)) }
+        var next = current
+        var fragments: [ObjectRef: ServiceFragment?] = [:]
+        for ref in refs {
+            guard let service = store.service(ref), quarantine["\(ref.namespace)/\(ref.name)"] == nil else {
+                fragments.updateValue(nil, forKey: ref)
+                continue
+            }
+            let objects = store.state(for: service)
+            fragments[ref] = RuleCompiler.fragment(service, backends: objects.backends(for: service), facts: next.facts, sharding: next.sharding)
+        }
+        guard let operations = next.replace(fragments) else {
+            // A family's node table comes or goes: only a full diff knows how.
+            fullSync(started: started, pendingSince: pendingSince)
+            return
+        }
+        let transaction = Transaction(operations)
+        do {
+            if !transaction.isEmpty {
+                try backend.apply(transaction)
+                lastGeneration = try? backend.generation()
+            }
+        } catch {
+            failed(error, transaction: transaction, full: false)
+            return
+        }
+        assembly = next
+        succeeded(transaction, full: false, started: started, finished: .now, pendingSince: pendingSince)
+        cleanConntrack(previous: refs.flatMap { current.fragments[$0]?.udpPorts ?? [] },
+                       current: refs.flatMap { next.fragments[$0]?.udpPorts ?? [] })
+    }
+
+    private func succeeded(_ transaction: Transaction, full: Bool, started: ContinuousClock.Instant, finished: ContinuousClock.Instant,
+                           pendingSince: ContinuousClock.Instant?) {
         lastSyncEnd = finished
         repairReported = false
         retryAt = nil
         needsFull = false
-        if full { lastFull = finished }
-        record(compilation, transaction, full: full, started: started, finished: finished, pendingSince: pendingSince)
-        cleanConntrack(compilation.udpPorts)
-        onSync?(compilation, transaction)
+        record(transaction, full: full, started: started, finished: finished, pendingSince: pendingSince)
+        onSync?(transaction)
     }
 
     /// After the rules changed, UDP flows still pinned by conntrack to an endpoint that is gone
-    /// (or recorded un-NATed while a service had no endpoint) are deleted. The first sync checks
-    /// every UDP port; later ones only ports whose serving endpoints changed or that went away.
-    private func cleanConntrack(_ ports: [UDPServicePort]) {
-        defer { lastUDPPorts = ports }
+    /// (or recorded un-NATed while a service had no endpoint) are deleted. With no earlier
+    /// ports known (the first sync) every UDP port is checked; otherwise only ports whose
+    /// serving endpoints changed, that went away or that are new.
+    private func cleanConntrack(previous: [UDPServicePort]?, current ports: [UDPServicePort]) {
         guard let conntrack else { return }
         let key = { (port: UDPServicePort) in "\(port.name)|\(port.family)" }
         let current = Dictionary(ports.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
         var flushes: [ConntrackFlush] = []
-        if let previous = lastUDPPorts {
+        if let previous {
             for old in previous {
                 let now = current[key(old)]
                 if now?.servingEndpoints == old.servingEndpoints && now?.destinations == old.destinations && now?.nodePort == old.nodePort {
@@ -281,22 +336,25 @@ public actor SyncController {
         }
     }
 
-    private func record(_ compilation: Compilation, _ transaction: Transaction, full: Bool, started: ContinuousClock.Instant,
+    private func record(_ transaction: Transaction, full: Bool, started: ContinuousClock.Instant,
                         finished: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
         metrics.observe(.syncDuration, (finished - started).seconds)
         metrics.set(.lastSync, Double(finished.wallSeconds))
         if !transaction.isEmpty { metrics.set(.batchOperations, Double(transaction.operations.count)) }
-        metrics.set(.skippedObjects, Double(compilation.problems.filter(\.skipped).count))
-        metrics.set(.noLocalEndpoints, Double(compilation.noLocalEndpoints.internal), labels: ["traffic_policy": "internal"])
-        metrics.set(.noLocalEndpoints, Double(compilation.noLocalEndpoints.external), labels: ["traffic_policy": "external"])
+        metrics.set(.skippedObjects, Double(store.skippedCount))
+        let noLocal = assembly?.noLocalEndpoints ?? (internal: 0, external: 0)
+        metrics.set(.noLocalEndpoints, Double(noLocal.internal), labels: ["traffic_policy": "internal"])
+        metrics.set(.noLocalEndpoints, Double(noLocal.external), labels: ["traffic_policy": "external"])
         metrics.set(.quarantined, Double(quarantine.count))
         if let pendingSince { metrics.observe(.programmingLatency, (finished - pendingSince).seconds) }
         let stillPending = dirty ? status.current.pendingSince : nil
+        let applied = assembly
         status.update {
             $0.lastUpdated = finished
             $0.pendingSince = stillPending
-            $0.healthChecks = compilation.healthChecks
-            $0.lastApplied = compilation.ruleset
+            $0.healthChecks = applied?.healthChecks ?? []
+            $0.applied = applied
+            $0.lastApplied = nil
             $0.quarantined = quarantine.keys.sorted()
         }
         if !transaction.isEmpty {
@@ -332,17 +390,17 @@ public actor SyncController {
 
     /// A commit by anyone changes the generation; only then are our tables read and compared.
     private func checkDrift() {
-        guard let expected = lastApplied, let known = lastGeneration else { return }
+        guard let assembly, let known = lastGeneration else { return }
         guard let generation = try? backend.generation(), generation != known else { return }
         let current: Ruleset
         do {
-            current = try backend.read(tables)
+            current = try backend.readOurs()
         } catch {
             driftFound("our tables hold rules nftproxy did not write: \(error)")
             return
         }
         lastGeneration = generation
-        if !Transaction.diff(from: current, to: expected).isEmpty {
+        if !Transaction.diff(from: current, to: assembly.ruleset()).isEmpty {
             driftFound("our tables differ from the last applied rules")
         }
     }

@@ -36,12 +36,16 @@ public struct NodeConfig: Sendable, Hashable {
     public var healthzBindAddress: String
     /// `metricsBindAddress`, default `127.0.0.1:10249`; empty disables metrics.
     public var metricsBindAddress: String
+    /// How many tables services are spread over (nftproxy's own setting, `--table-shards`);
+    /// nil = chosen from the number of services.
+    public var tableShards: Int?
 
     public init(
         nodeName: String = "", nodeIPs: [IPAddress] = [], clusterCIDRs: [CIDR] = [],
         nodePortAddresses: [NodePortAddress] = [], masqueradeAll: Bool = false, masqueradeBit: Int = 14,
         serviceCIDRs: [CIDR] = [], syncPeriod: Double = 30, minSyncPeriod: Double = 1,
-        healthzBindAddress: String = "0.0.0.0:10256", metricsBindAddress: String = "127.0.0.1:10249"
+        healthzBindAddress: String = "0.0.0.0:10256", metricsBindAddress: String = "127.0.0.1:10249",
+        tableShards: Int? = nil
     ) {
         self.nodeName = nodeName
         self.nodeIPs = nodeIPs
@@ -54,6 +58,7 @@ public struct NodeConfig: Sendable, Hashable {
         self.minSyncPeriod = minSyncPeriod
         self.healthzBindAddress = healthzBindAddress
         self.metricsBindAddress = metricsBindAddress
+        self.tableShards = tableShards
     }
 
     /// The packet-mark bit used to ask for masquerade.

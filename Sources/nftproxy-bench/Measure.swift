@@ -7,9 +7,11 @@ import ServiceModel
 import Synchronization
 
 /// The node facts every benchmark uses; the CLI gets the same through flags (`scripts/bench`).
+/// `scripts/bench`'s node flags; BENCH_SHARDS (as `--table-shards`) fixes the shard count.
 let benchConfig = NodeConfig(
     nodeName: "node-a", nodeIPs: [IPAddress("192.168.50.2")!], clusterCIDRs: [CIDR("10.0.0.0/8")!],
-    serviceCIDRs: [CIDR("172.16.0.0/12")!]
+    serviceCIDRs: [CIDR("172.16.0.0/12")!],
+    tableShards: ProcessInfo.processInfo.environment["BENCH_SHARDS"].flatMap { Int($0) }
 )
 
 /// CPU time of this process so far (user, system), in seconds.
@@ -102,6 +104,7 @@ struct TimedBackend: RulesetBackend {
         events.yield(Event(start: start, end: .now, operations: transaction.operations.count, failed: false))
     }
 
+    func listTables() throws(BackendError) -> [TableRef] { try inner.listTables() }
     func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset { try inner.read(tables) }
     func generation() throws(BackendError) -> UInt32 { try inner.generation() }
 }

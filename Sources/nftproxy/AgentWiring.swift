@@ -17,7 +17,7 @@ enum AgentHTTPSetup {
             await servers.shutdown()
             throw CommandFailure("\(error)")
         }
-        await controller.onSync { _, _ in
+        await controller.onSync { _ in
             Task {
                 for error in await servers.updateFromStatus() {
                     logger.warning("health-check node port not served", metadata: ["error": "\(error)"])

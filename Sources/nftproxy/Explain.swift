@@ -57,7 +57,7 @@ struct Explain: ParsableCommand {
         let config = try node.nodeConfig()
         let facts = NodeFacts(config: config, state: state.isEmpty ? ClusterState() : try StateLoader.load(state))
         let ruleset = kernel
-            ? try withKernel("explain --kernel") { () throws(BackendError) in try NetlinkBackend().read(ourTables) }
+            ? try withKernel("explain --kernel") { () throws(BackendError) in try NetlinkBackend().readOurs() }
             : try compileState(state, options: node).ruleset
         let nodeIPs = facts.nodeIPs.values.flatMap { $0 }
         let source = IPAddress(src)!

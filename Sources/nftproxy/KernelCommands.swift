@@ -6,8 +6,6 @@ import NftNetlink
 import NftText
 import RuleCompiler
 
-/// nftproxy's tables in every family: the only tables apply, diff and cleanup ever read or change.
-let ourTables = Family.allCases.map { TableRef($0, Naming.table) }
 
 /// Runs a kernel operation; a permission failure becomes one line and exit 1.
 func withKernel<T>(_ what: String, _ body: () throws(BackendError) -> T) throws -> T {
@@ -44,7 +42,7 @@ struct Apply: ParsableCommand {
     func run() throws {
         let compilation = try compileState(state, options: node)
         let backend = NetlinkBackend()
-        let current = try withKernel("apply") { () throws(BackendError) in try backend.read(ourTables) }
+        let current = try withKernel("apply") { () throws(BackendError) in try backend.readOurs() }
         var transaction = Transaction.diff(from: current, to: compilation.ruleset)
         // Session-affinity entries pointing at backends that are gone are deleted in the same batch.
         transaction.operations += Transaction.pruning(current, set: Naming.affinity, keep: compilation.affinity.keeps)
@@ -61,26 +59,27 @@ struct Apply: ParsableCommand {
 
 struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Remove every table nftproxy made (ip and ip6 nftproxy); nothing else is touched (root).",
+        abstract: "Remove every table nftproxy made (ip and ip6 nftproxy and its shards nftproxy-NN); nothing else is touched (root).",
         discussion: "Safe to run again: with nothing to remove it says so and exits 0."
     )
 
     func run() throws {
         let backend = NetlinkBackend()
-        let current = try withKernel("cleanup") { () throws(BackendError) in try backend.read(ourTables) }
-        guard !current.tables.isEmpty else {
+        // Listed, not read: a table someone filled with rules nftproxy cannot parse still goes.
+        let tables = try withKernel("cleanup") { () throws(BackendError) in try backend.ourTables() }
+        guard !tables.isEmpty else {
             warn("cleanup: no nftproxy tables here; nothing to remove")
             return
         }
-        let transaction = Transaction(current.tables.map { .deleteTable(TableRef($0.family, $0.name)) })
+        let transaction = Transaction(tables.map { .deleteTable($0) })
         try withKernel("cleanup") { () throws(BackendError) in try backend.apply(transaction) }
-        warn("cleanup: removed \(current.tables.map { "table \($0.family.rawValue) \($0.name)" }.joined(separator: ", "))")
+        warn("cleanup: removed \(tables.count) table(s): \(tables.map { "\($0.family.rawValue) \($0.name)" }.joined(separator: ", "))")
     }
 }
 
 extension Diff {
     /// What the kernel has now (our tables only).
     static func kernelRuleset() throws -> Ruleset {
-        try withKernel("diff") { () throws(BackendError) in try NetlinkBackend().read(ourTables) }
+        try withKernel("diff") { () throws(BackendError) in try NetlinkBackend().readOurs() }
     }
 }

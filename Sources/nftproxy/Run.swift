@@ -163,6 +163,7 @@ struct FaultInjectingBackend: RulesetBackend {
     }
 
     func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset { try inner.read(tables) }
+    func listTables() throws(BackendError) -> [TableRef] { try inner.listTables() }
     func generation() throws(BackendError) -> UInt32 { try inner.generation() }
 }
 

@@ -29,6 +29,9 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .customLong("masquerade-bit"), help: ArgumentHelp("Packet-mark bit (0-31) that asks for masquerade (default 14: 0x4000).", valueName: "bit"))
     var masqueradeBit: Int?
 
+    @Option(name: .customLong("table-shards"), help: ArgumentHelp("Spread services over this many tables per family (1-256; default: one per 256 services, rounded to a power of two). A one-service change re-validates only its table.", valueName: "n"))
+    var tableShards: Int?
+
     /// The node configuration: the file first, then each flag given on top.
     func nodeConfig() throws -> NodeConfig {
         var config = NodeConfig()
@@ -69,6 +72,12 @@ struct NodeOptions: ParsableArguments {
                     throw ConfigError(field: "--masquerade-bit", message: "\(masqueradeBit) is not a bit number 0-31")
                 }
                 config.masqueradeBit = masqueradeBit
+            }
+            if let tableShards {
+                guard (1...Sharding.maximum).contains(tableShards) else {
+                    throw ConfigError(field: "--table-shards", message: "\(tableShards) is not a table count 1-\(Sharding.maximum)")
+                }
+                config.tableShards = tableShards
             }
         }
         return config

@@ -30,10 +30,10 @@ struct RenderedRulesetTests {
     }
 
     /// The set count must not grow with the cluster: 10k services × 10 endpoints of mixed kinds
-    /// (affinity, Local policies, source ranges) load with exactly as many sets and maps
-    /// (anonymous ones included, counted by the kernel) as 10 do.
+    /// (affinity, Local policies, source ranges) spread over 4 shard tables load with exactly as
+    /// many sets and maps (anonymous ones included, counted by the kernel) as 40 do.
     @Test func setCountDoesNotGrowWithServices() throws {
-        let small = try kernelSetCount(services: 10)
+        let small = try kernelSetCount(services: 40)
         let large = try kernelSetCount(services: 10_000)
         #expect(small.total > 0)
         #expect(large.total == small.total, "10 services: \(small), 10k services: \(large)")
@@ -41,15 +41,18 @@ struct RenderedRulesetTests {
     }
 
     private func kernelSetCount(services: Int) throws -> (total: Int, anonymous: Int) {
-        let compilation = RuleCompiler.compile(ScaleState.make(services: services, endpointsPerService: 10), config: ScaleState.config)
+        var config = ScaleState.config
+        config.tableShards = 4
+        let compilation = RuleCompiler.compile(ScaleState.make(services: services, endpointsPerService: 10), config: config)
         #expect(compilation.problems.isEmpty)
+        #expect(compilation.ruleset.tables.count == 5, "the node table and 4 shards")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("nftproxy-scale-\(services)-\(getpid()).nft")
         try NftText.script(compilation.ruleset).write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         return try Netns.with { ns in
             let load = try ns.run(["nft", "-f", file.path])
             #expect(load.status == 0, "nft -f of \(services) services failed: \(load.stderr.prefix(500))")
-            let rules = try ns.run(["nft", "list", "chain", "ip", "nftproxy", "services"])
+            let rules = try ns.run(["nft", "list", "chain", "ip", "nftproxy-00", "services"])
             #expect(rules.status == 0)
             let counted = try ns.run(["python3", Paths.countSets])
             #expect(counted.status == 0, "\(counted.stderr)")

@@ -72,12 +72,12 @@ private struct Agent {
 
     /// `service-ns/NAME/tcp/http` chains in the ip table, sorted.
     var serviceChains: [String] {
-        backend.ruleset.table(.ip)?.chains.map(\.name.rawValue).filter { $0.hasPrefix("service-ns/") }.sorted() ?? []
+        backend.ruleset.tables.filter { $0.family == .ip }.flatMap(\.chains).map(\.name.rawValue).filter { $0.hasPrefix("service-ns/") }.sorted()
     }
 
     /// The rules of one service's chain, as text, to look for endpoint addresses.
     func rules(of service: String) -> String {
-        let chain = backend.ruleset.table(.ip)?.chains.first { $0.name.rawValue == "service-ns/\(service)/tcp/http" }
+        let chain = backend.ruleset.chain(.ip, Name("service-ns/\(service)/tcp/http")!)
         return chain.map { String(describing: $0.rules) } ?? ""
     }
 

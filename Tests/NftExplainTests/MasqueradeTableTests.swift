@@ -100,9 +100,15 @@ enum MasqueradeTable {
 @Suite struct MasqueradeTableTests {
     static let configurations = [(true, false), (false, false), (true, true), (false, true)]
 
-    @Test(arguments: configurations)
-    func tracerFollowsKubeProxysMasqueradeTable(detector: Bool, masqueradeAll: Bool) {
-        let compilation = RuleCompiler.compile(MasqueradeTable.state(), config: MasqueradeTable.config(detector: detector, masqueradeAll: masqueradeAll))
+    /// With one table of services, and with the three services spread over shard tables (each
+    /// with its own DNAT hooks, and the node table masquerading after them).
+    @Test(arguments: configurations, [1, 8])
+    func tracerFollowsKubeProxysMasqueradeTable(configuration: (Bool, Bool), shards: Int) {
+        let (detector, masqueradeAll) = configuration
+        var config = MasqueradeTable.config(detector: detector, masqueradeAll: masqueradeAll)
+        config.tableShards = shards
+        let compilation = RuleCompiler.compile(MasqueradeTable.state(), config: config)
+        if shards > 1 { #expect(compilation.ruleset.tables.count > 2, "the services sit in more than one shard") }
         let tracer = Tracer(ruleset: compilation.ruleset, context: TraceContext(nodeIPs: [MasqueradeTable.nodeIP]))
         var flows = 0
         for n in 1...3 {

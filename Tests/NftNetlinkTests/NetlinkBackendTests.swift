@@ -6,7 +6,6 @@ import RuleCompiler
 import ServiceModel
 import Testing
 
-private let ours = [TableRef(.ip, Naming.table), TableRef(.ip6, Naming.table)]
 
 /// The kernel path, each test in fresh network namespaces: what netlink writes lists exactly as
 /// `nft -f` of the rendered text, reads back as the IR it came from, and fails atomically.
@@ -63,7 +62,7 @@ struct NetlinkBackendTests {
             let backend = NetlinkBackend(netnsPath: ns.path)
             let ruleset = Samples.ruleset
             try backend.apply(Transaction.diff(from: nil, to: ruleset))
-            let readBack = try backend.read(ours)
+            let readBack = try backend.readOurs()
             #expect(readBack == sortedElements(ruleset))
             #expect(Transaction.diff(from: readBack, to: ruleset).isEmpty)
         }
@@ -94,7 +93,7 @@ struct NetlinkBackendTests {
                 let netlink = try a.listRuleset(), nft = try b.listRuleset()
                 #expect(netlink == nft, "\(name): netlink and nft -f listings differ:\n\(lineDiff(nft, netlink))")
 
-                let readBack = try backend.read(ours)
+                let readBack = try backend.readOurs()
                 #expect(readBack == ruleset, "\(name): read-back differs from the compiled IR")
                 let again = Transaction.diff(from: readBack, to: ruleset)
                 #expect(again.isEmpty, "\(name): second diff not empty:\n\(NftText.commands(again))")
@@ -115,12 +114,12 @@ struct NetlinkBackendTests {
                 let backend = NetlinkBackend(netnsPath: a.path)
                 for name in cases + [cases[0]] {
                     let desired = try Fixtures.compile(name)
-                    let before = try backend.read(ours)
+                    let before = try backend.readOurs()
                     let transaction = Transaction.diff(from: before, to: desired)
                     try backend.apply(transaction)
                     try b.load(NftText.commands(transaction))
                     #expect(try a.listRuleset() == b.listRuleset(), "after moving to \(name)")
-                    let after = try backend.read(ours)
+                    let after = try backend.readOurs()
                     #expect(inNameOrder(after) == inNameOrder(desired), "read-back after moving to \(name)")
                     #expect(Transaction.diff(from: after, to: desired).isEmpty, "second diff after moving to \(name)")
                 }
@@ -138,29 +137,33 @@ struct NetlinkBackendTests {
         try TestNamespace.with { ns in
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: compiled))
+            // The session/sticky service's shard holds its affinity map.
+            let shard = TableRef(.ip, try #require(compilation.assembly).sharding.table(namespace: "session", name: "sticky"))
             // 10.0.0.2 is pinned to a backend of session/sticky, 10.0.0.3 to one that is gone.
-            try ns.nft(["add", "element", "ip", "nftproxy", "affinity",
+            try ns.nft(["add", "element", "ip", shard.name.rawValue, "affinity",
                         "{ 10.0.0.2 . 10.96.24.10 . tcp . 80 timeout 1h : 10.244.1.35 . 8080, 10.0.0.3 . 10.96.24.10 . tcp . 80 timeout 1h : 10.244.9.9 . 8080 }"])
             let kept = Element([ip("10.0.0.2"), ip("10.96.24.10"), .proto(.tcp), .port(80)], data: [ip("10.244.1.35"), .port(8080)])
             let stale = Element([ip("10.0.0.3"), ip("10.96.24.10"), .proto(.tcp), .port(80)], data: [ip("10.244.9.9"), .port(8080)])
 
-            let readBack = try backend.read(ours)
-            #expect(readBack.table(.ip)?.set(Naming.affinity)?.elements == [kept, stale])
+            let readBack = try backend.readOurs()
+            #expect(readBack.tables.first { $0.name == shard.name }?.set(Naming.affinity)?.elements == [kept, stale])
             #expect(Transaction.diff(from: readBack, to: compiled).isEmpty, "\(NftText.commands(Transaction.diff(from: readBack, to: compiled)))")
 
             let prune = Transaction(Transaction.pruning(readBack, set: Naming.affinity, keep: { family, element in
                 compilation.affinity.keeps(family, element)
             }))
-            #expect(prune.operations == [.deleteElements(TableRef(.ip, Naming.table), set: Naming.affinity, [stale])])
+            #expect(prune.operations == [.deleteElements(shard, set: Naming.affinity, [stale])])
             try backend.apply(prune)
 
-            var after = try backend.read(ours)
-            #expect(after.table(.ip)?.set(Naming.affinity)?.elements == [kept])
-            let listing = try ns.nft(["list", "map", "ip", "nftproxy", "affinity"])
+            var after = try backend.readOurs()
+            #expect(after.tables.first { $0.name == shard.name }?.set(Naming.affinity)?.elements == [kept])
+            let listing = try ns.nft(["list", "map", "ip", shard.name.rawValue, "affinity"])
             #expect(listing.contains("10.0.0.2 . 10.96.24.10 . tcp . 80 timeout 1h expires "), "\(listing)")
             #expect(!listing.contains("10.0.0.3"), "\(listing)")
             // Everything else is as compiled.
-            after.tables[0].sets.indices.forEach { if after.tables[0].sets[$0].isDynamic { after.tables[0].sets[$0].elements = [] } }
+            for t in after.tables.indices {
+                after.tables[t].sets.indices.forEach { if after.tables[t].sets[$0].isDynamic { after.tables[t].sets[$0].elements = [] } }
+            }
             #expect(after == compiled)
         }
     }
@@ -175,7 +178,7 @@ struct NetlinkBackendTests {
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
             try ns.nft(["add", "element", family.rawValue, "nftproxy", "affinity", "{ \(added) }"])
-            let readBack = try backend.read(ours)
+            let readBack = try backend.readOurs()
             let entries = try #require(readBack.table(family)?.set(Name("affinity")!)).elements
             let written = try #require(Samples.table(family).set(Name("affinity")!)?.elements.first)
             let dataPath = Element([.address(IPAddress(v4 ? "10.9.9.9" : "fd00:9::9")!), .address(IPAddress(v4 ? "172.30.0.41" : "fd00:30::41")!), .proto(.udp), .port(53)],
@@ -186,10 +189,10 @@ struct NetlinkBackendTests {
             try backend.apply(Transaction(Transaction.pruning(readBack, set: Name("affinity")!, keep: { family, element in
                 Samples.table(family).set(Name("affinity")!)?.elements.contains(element) ?? false
             })))
-            #expect(try backend.read(ours).table(family)?.set(Name("affinity")!)?.elements == [written])
+            #expect(try backend.readOurs().table(family)?.set(Name("affinity")!)?.elements == [written])
             // The other family's map is untouched.
             let other: Family = v4 ? .ip6 : .ip
-            #expect(try backend.read(ours).table(other)?.set(Name("affinity")!)?.elements == Samples.table(other).set(Name("affinity")!)?.elements)
+            #expect(try backend.readOurs().table(other)?.set(Name("affinity")!)?.elements == Samples.table(other).set(Name("affinity")!)?.elements)
         }
     }
 
@@ -204,7 +207,7 @@ struct NetlinkBackendTests {
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: ruleset))
             #expect(try ns.nft(["list", "map", "ip", "nftproxy", "affinity"]).contains("\t\tsize 65535\n"))
-            let readBack = try backend.read(ours)
+            let readBack = try backend.readOurs()
             #expect(readBack == sortedElements(ruleset))
             #expect(Transaction.diff(from: readBack, to: ruleset).isEmpty)
         }
@@ -224,12 +227,12 @@ struct NetlinkBackendTests {
         try TestNamespace.with { ns in
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
-            let transaction = Transaction.diff(from: try backend.read(ours), to: desired)
+            let transaction = Transaction.diff(from: try backend.readOurs(), to: desired)
             let ref = TableRef(family, Naming.table)
             #expect(transaction.operations == [.deleteElements(ref, set: Name("firewall-allow")!, [removed]),
                                                .addElements(ref, set: Name("firewall-allow")!, [added])])
             try backend.apply(transaction)
-            #expect(try backend.read(ours) == sortedElements(desired))
+            #expect(try backend.readOurs() == sortedElements(desired))
             let listing = try ns.nft(["list", "set", family.rawValue, "nftproxy", "firewall-allow"])
             #expect(listing.contains(family == .ip ? "100.64.0.0/10" : "2001:db8:2::/48") && !listing.contains(family == .ip ? "10.0.0.0/8" : "fd00::/64"), "\(listing)")
         }
@@ -291,7 +294,7 @@ struct NetlinkBackendTests {
             #expect(try ns.listRuleset() == "table ip someone-else {\n}\n")
             // With a fresh generation the same transaction goes through.
             try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
-            #expect(try backend.read(ours).tables.count == 2)
+            #expect(try backend.readOurs().tables.count == 2)
         }
     }
 
@@ -311,10 +314,10 @@ struct NetlinkBackendTests {
             let lookalike = try ns.nft(["list", "table", "ip", "nftproxy-lookalike"])
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
-            let readBack = try backend.read(ours)
+            let readBack = try backend.readOurs()
             #expect(readBack == sortedElements(Samples.ruleset))
             try backend.apply(Transaction.diff(from: readBack, to: Ruleset()))  // deletes our tables only
-            #expect(try backend.read(ours).tables.isEmpty)
+            #expect(try backend.readOurs().tables.isEmpty)
             #expect(try ns.nft(["list", "table", "inet", "foreign"]) == foreign)
             #expect(try ns.nft(["list", "table", "ip", "nftproxy-lookalike"]) == lookalike)
         }
@@ -326,7 +329,7 @@ struct NetlinkBackendTests {
             let backend = NetlinkBackend(netnsPath: ns.path)
             try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
             try ns.nft(["add", "rule", "ip", "nftproxy", "checks", "tcp", "dport", "22", "counter", "accept"])
-            let error = try #require(throws: BackendError.self) { try backend.read(ours) }
+            let error = try #require(throws: BackendError.self) { try backend.readOurs() }
             #expect(error.message.contains("table ip nftproxy: chain checks"))
             print("tampered: \(error)")
         }
@@ -348,7 +351,7 @@ struct NetlinkBackendTests {
             let applied = try clock.measure { try backend.apply(transaction) }
             print("\(services) services x 10 endpoints: \(transaction.operations.count) operations, \(rules) rules, \(elements) elements applied in one batch in \(applied)")
             var readBack = Ruleset()
-            let read = try clock.measure { readBack = try backend.read(ours) }
+            let read = try clock.measure { readBack = try backend.readOurs() }
             print("\(services) services x 10 endpoints: read back in \(read)")
             #expect(readBack == ruleset)
             var again = Transaction()
@@ -356,7 +359,8 @@ struct NetlinkBackendTests {
             print("\(services) services x 10 endpoints: Transaction.diff(from: readBack, to: ruleset) took \(diffed)")
             #expect(again.isEmpty)
             let last = services - 1
-            let chain = try ns.nft(["list", "chain", "ip", "nftproxy", "service-scale/svc-\(last)/tcp/http"])
+            let shard = try #require(compilation.assembly).sharding.table(namespace: "scale", name: "svc-\(last)")
+            let chain = try ns.nft(["list", "chain", "ip", shard.rawValue, "service-scale/svc-\(last)/tcp/http"])
             let endpoint = last * 10 + 9
             #expect(chain.contains("dnat to 10.\((endpoint >> 16) & 0xff).\((endpoint >> 8) & 0xff).\(endpoint & 0xff):8080"), "\(chain)")
         }
@@ -383,7 +387,7 @@ struct NetlinkBackendTests {
     }
 
     @Test func missingNamespaceIsAnError() {
-        let error = #expect(throws: BackendError.self) { try NetlinkBackend(netnsPath: "/run/netns/does-not-exist-\(getpid())").read(ours) }
+        let error = #expect(throws: BackendError.self) { try NetlinkBackend(netnsPath: "/run/netns/does-not-exist-\(getpid())").readOurs() }
         #expect(error?.errno == ENOENT)
     }
 }
@@ -393,7 +397,7 @@ struct NetlinkBackendTests {
 struct NotPermittedProbe {
     @Test func readAndApplyAreNotPermitted() throws {
         let backend = NetlinkBackend(netnsPath: ProcessInfo.processInfo.environment["NFTPROXY_PROBE_NETNS"])
-        let readError = try #require(throws: BackendError.self) { try backend.read(ours) }
+        let readError = try #require(throws: BackendError.self) { try backend.readOurs() }
         #expect(NetlinkBackend.isNotPermitted(readError), "\(readError)")
         let applyError = try #require(throws: BackendError.self) { try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset)) }
         #expect(NetlinkBackend.isNotPermitted(applyError), "\(applyError)")

@@ -31,7 +31,8 @@ private func eventually(_ seconds: Double = 3, _ condition: () async -> Bool) as
 }
 
 private func serviceChains(_ backend: InMemoryBackend) -> [String] {
-    backend.ruleset.table(.ip)?.chains.map(\.name.rawValue).filter { $0.hasPrefix("service-") && $0.contains("/") }.sorted() ?? []
+    backend.ruleset.tables.filter { $0.family == .ip }.flatMap(\.chains).map(\.name.rawValue)
+        .filter { $0.hasPrefix("service-") && $0.contains("/") }.sorted()
 }
 
 @Suite(.serialized) struct SyncControllerTests {
@@ -91,11 +92,12 @@ private func serviceChains(_ backend: InMemoryBackend) -> [String] {
         #expect(await eventually { !serviceChains(backend).isEmpty })
         let stray = Element([.address(IPAddress("10.96.9.9")!), .proto(.tcp), .port(80)], verdict: .drop)
         backend.tamper { ruleset in
-            let index = ruleset.tables[0].sets.firstIndex { $0.name == Naming.serviceIPs }!
-            ruleset.tables[0].sets[index].elements.append(stray)
+            let table = ruleset.tables.firstIndex { $0.set(Naming.serviceIPs) != nil }!
+            let index = ruleset.tables[table].sets.firstIndex { $0.name == Naming.serviceIPs }!
+            ruleset.tables[table].sets[index].elements.append(stray)
         }
         #expect(await eventually {
-            backend.ruleset.table(.ip)?.set(Naming.serviceIPs)?.elements.contains(stray) == false
+            !backend.ruleset.elements(.ip, Naming.serviceIPs).contains(stray)
         })
         await controller.stop()
     }
@@ -139,7 +141,7 @@ private func serviceChains(_ backend: InMemoryBackend) -> [String] {
         #expect(await eventually { !controller.status.isHealthy(timeout: .milliseconds(100)) })
         backend.refuse(nil)
         #expect(await eventually(3) { controller.status.isHealthy(timeout: .milliseconds(100)) })
-        #expect(backend.ruleset.table(.ip)?.chain(Name("service-ns/a/tcp/http")!)?.rules.count == 3)
+        #expect(backend.ruleset.chain(.ip, Name("service-ns/a/tcp/http")!)?.rules.count == 3)
         await controller.stop()
     }
 

@@ -1,0 +1,387 @@
+import NftIR
+import ServiceModel
+
+/// The ruleset as the sum of its service fragments, kept so that replacing a few fragments
+/// yields the few operations that change the kernel to match (the agent's incremental sync),
+/// and the whole ruleset can still be listed at any time (render, full sync, drift check).
+///
+/// Shared sets and maps hold each key once per family, across the node table and all shards
+/// (a ClusterIP port in two shards would be DNATed by whichever hook runs first). When several
+/// service ports claim one key, the first in service order (namespace, name, then port order)
+/// gets it, as a full compile decides; the others' claims wait, and one of them takes over if
+/// the holder goes.
+public struct RulesetAssembly: Sendable {
+    public let facts: NodeFacts
+    public let sharding: Sharding
+    public private(set) var fragments: [ObjectRef: ServiceFragment] = [:]
+    /// Claims on every key of every shared set (by family and set name), the holder first.
+    private var claims: [ClaimSpace: [[KeyValue]: [Claim]]] = [:]
+    /// How many fragments put something in each table.
+    private var population: [TableRef: Int] = [:]
+    /// How many fragments have rules in each family.
+    private var familyPopulation: [Family: Int] = [:]
+    private var healthCheckIndex: [ObjectRef: HealthCheck] = [:]
+    /// Services with a Local policy, endpoints elsewhere and none here (internal, external).
+    public private(set) var noLocalEndpoints: (internal: Int, external: Int) = (0, 0)
+
+    /// eTP=Local services with a health-check node port, in service order.
+    public var healthChecks: [HealthCheck] { healthCheckIndex.keys.sorted().map { healthCheckIndex[$0]! } }
+
+    struct SetSlot: Hashable, Comparable {
+        var table: TableRef
+        var set: Name
+        static func < (lhs: SetSlot, rhs: SetSlot) -> Bool { (lhs.table, lhs.set) < (rhs.table, rhs.set) }
+    }
+
+    /// Where claims on a key compete: the family and the set name, whatever the table.
+    private struct ClaimSpace: Hashable {
+        var family: Family
+        var set: Name
+    }
+
+    /// The element a key holds, and the table it is in.
+    private struct Held: Equatable {
+        var table: TableRef
+        var element: Element
+    }
+
+    private struct Claim {
+        var service: ObjectRef
+        /// Position among the service's elements: its ports claim in order.
+        var order: Int
+        var table: TableRef
+        var element: Element
+        var exclusive: Bool
+
+        func precedes(_ other: Claim) -> Bool { (service, order) < (other.service, other.order) }
+    }
+
+    private struct ChainKey: Hashable, Comparable {
+        var table: TableRef
+        var name: Name
+        static func < (lhs: ChainKey, rhs: ChainKey) -> Bool { (lhs.table, lhs.name) < (rhs.table, rhs.name) }
+    }
+
+    private struct ElementKey: Hashable {
+        var space: ClaimSpace
+        var key: [KeyValue]
+    }
+
+    public init(facts: NodeFacts, sharding: Sharding) {
+        self.facts = facts
+        self.sharding = sharding
+    }
+
+    // MARK: - Adding and replacing fragments
+
+    /// Adds a service's fragment (none may be there yet) and returns the conflicts it loses:
+    /// map keys that a service port earlier in order already holds.
+    public mutating func insert(_ fragment: ServiceFragment) -> [Problem] {
+        add(fragment)
+        var problems = fragment.problems
+        for placed in fragment.elements where placed.exclusive {
+            let space = ClaimSpace(family: placed.table.family, set: placed.set)
+            guard let holder = claims[space]?[placed.element.key]?.first, holder.service != fragment.service || holder.element != placed.element,
+                  holder.element.comment != placed.element.comment else { continue }
+            let owner = placed.element.comment?.text ?? fragment.service.description
+            problems.append(Problem(object: fragment.service, message: "\(placed.element.key.map(\.description).joined(separator: " ")) is already used by \(holder.element.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
+        }
+        return problems
+    }
+
+    /// Replaces the fragments of the services in `changes` (nil: the service is gone) and
+    /// returns the operations that take the kernel from the old assembly to the new one, in an
+    /// order it accepts. Returns nil, leaving the assembly changed, when a family's node-wide
+    /// table appears or goes: then only a full diff knows what to do.
+    public mutating func replace(_ changes: [ObjectRef: ServiceFragment?]) -> [Operation]? {
+        let familiesBefore = Family.allCases.filter(hasTables)
+        var holdersBefore: [ElementKey: Held?] = [:]
+        var populationBefore: [TableRef: Int] = [:]
+        var chainsBefore: [ChainKey: Chain] = [:]
+        var chainsAfter: [ChainKey: Chain] = [:]
+        var changed: [(old: ServiceFragment?, new: ServiceFragment?)] = []
+        for (ref, new) in changes {
+            let old = fragments[ref]
+            if old == new { continue }
+            changed.append((old, new))
+            for fragment in [old, new].compactMap({ $0 }) {
+                for placed in fragment.elements {
+                    let key = ElementKey(space: ClaimSpace(family: placed.table.family, set: placed.set), key: placed.element.key)
+                    if holdersBefore[key] == nil { holdersBefore[key] = .some(holder(key)) }
+                }
+                for table in fragment.tables where populationBefore[table] == nil { populationBefore[table] = population[table] ?? 0 }
+            }
+            for placed in old?.chains ?? [] { chainsBefore[ChainKey(table: placed.table, name: placed.chain.name)] = placed.chain }
+            for placed in new?.chains ?? [] { chainsAfter[ChainKey(table: placed.table, name: placed.chain.name)] = placed.chain }
+        }
+        for (old, new) in changed {
+            if let old { remove(old) }
+            if let new { add(new) }
+        }
+        guard Family.allCases.filter(hasTables) == familiesBefore else { return nil }
+
+        // Shard tables come and go with their services; the node tables with their family (above).
+        let shards = populationBefore.filter { $0.key.name != Naming.table }
+        let created = Set(shards.filter { $0.value == 0 && (population[$0.key] ?? 0) > 0 }.keys)
+        let deleted = Set(shards.filter { $0.value > 0 && (population[$0.key] ?? 0) == 0 }.keys)
+        var ops: [Operation] = []
+        for table in created.sorted() { ops += Transaction.creating(skeleton(table)) }
+
+        let added = chainsAfter.keys.filter { chainsBefore[$0] == nil && !deleted.contains($0.table) }.sorted()
+        let removed = chainsBefore.keys.filter { chainsAfter[$0] == nil && !deleted.contains($0.table) }.sorted()
+        let rewritten = chainsAfter.keys.filter { key in chainsBefore[key].map { $0.rules != chainsAfter[key]!.rules } ?? false }.sorted()
+        ops += added.map { .addChain($0.table, $0.name, nil) }
+        ops += rewritten.map { .flushChain($0.table, $0.name) }
+        ops += removed.filter { !chainsBefore[$0]!.rules.isEmpty }.map { .flushChain($0.table, $0.name) }
+        for key in added + rewritten { ops += chainsAfter[key]!.rules.map { .addRule(key.table, chain: key.name, $0) } }
+
+        var deletions: [SetSlot: [Element]] = [:]
+        var additions: [SetSlot: [Element]] = [:]
+        for (key, before) in holdersBefore {
+            let after = holder(key)
+            guard before != after else { continue }
+            if let before, !deleted.contains(before.table) {
+                deletions[SetSlot(table: before.table, set: key.space.set), default: []].append(before.element)
+            }
+            if let after { additions[SetSlot(table: after.table, set: key.space.set), default: []].append(after.element) }
+        }
+        let byKey = { (a: Element, b: Element) in a.key.lexicographicallyPrecedes(b.key) }
+        for slot in deletions.keys.sorted() { ops.append(.deleteElements(slot.table, set: slot.set, deletions[slot]!.sorted(by: byKey))) }
+        for slot in additions.keys.sorted() { ops.append(.addElements(slot.table, set: slot.set, additions[slot]!.sorted(by: byKey))) }
+        ops += removed.map { .deleteChain($0.table, $0.name) }
+        ops += deleted.sorted().map { .deleteTable($0) }
+        return ops
+    }
+
+    private mutating func add(_ fragment: ServiceFragment) {
+        fragments[fragment.service] = fragment
+        for (order, placed) in fragment.elements.enumerated() {
+            let claim = Claim(service: fragment.service, order: order, table: placed.table, element: placed.element, exclusive: placed.exclusive)
+            let space = ClaimSpace(family: placed.table.family, set: placed.set)
+            var holders = claims[space]?[placed.element.key] ?? []
+            let position = holders.firstIndex { claim.precedes($0) } ?? holders.count
+            holders.insert(claim, at: position)
+            claims[space, default: [:]][placed.element.key] = holders
+        }
+        count(fragment, by: 1)
+    }
+
+    private mutating func remove(_ fragment: ServiceFragment) {
+        fragments[fragment.service] = nil
+        for placed in fragment.elements {
+            let space = ClaimSpace(family: placed.table.family, set: placed.set)
+            guard var holders = claims[space]?[placed.element.key] else { continue }
+            holders.removeAll { $0.service == fragment.service }
+            claims[space]?[placed.element.key] = holders.isEmpty ? nil : holders
+        }
+        count(fragment, by: -1)
+    }
+
+    private mutating func count(_ fragment: ServiceFragment, by delta: Int) {
+        healthCheckIndex[fragment.service] = delta > 0 ? fragment.healthCheck : nil
+        if fragment.noLocalEndpoints.internal { noLocalEndpoints.internal += delta }
+        if fragment.noLocalEndpoints.external { noLocalEndpoints.external += delta }
+        let tables = fragment.tables
+        for table in tables { population[table, default: 0] += delta }
+        for family in Set(tables.map(\.family)) { familyPopulation[family, default: 0] += delta }
+    }
+
+    private func holder(_ key: ElementKey) -> Held? {
+        claims[key.space]?[key.key]?.first.map { Held(table: $0.table, element: $0.element) }
+    }
+
+    /// Whether a family has tables: the node uses it, or some service has rules in it.
+    private func hasTables(_ family: Family) -> Bool {
+        (familyPopulation[family] ?? 0) > 0 || facts.uses(family.ipFamily)
+    }
+
+    // MARK: - The whole ruleset
+
+    /// Every table: per family the node-wide one, then the shards that hold a service.
+    public func ruleset() -> Ruleset {
+        var chains: [TableRef: [Chain]] = [:]
+        for fragment in fragments.values {
+            for placed in fragment.chains { chains[placed.table, default: []].append(placed.chain) }
+        }
+        var held: [SetSlot: [Element]] = [:]
+        for (space, keys) in claims {
+            for holders in keys.values {
+                guard let first = holders.first else { continue }
+                held[SetSlot(table: first.table, set: space.set), default: []].append(first.element)
+            }
+        }
+        var tables: [Table] = []
+        for family in Family.allCases where hasTables(family) {
+            let shards = population.filter { $0.key.family == family && $0.key.name != Naming.table && $0.value > 0 }.keys.sorted()
+            for ref in [TableRef(family, Naming.table)] + shards {
+                var table = skeleton(ref)
+                for index in table.sets.indices where !table.sets[index].isDynamic {
+                    let elements = held[SetSlot(table: ref, set: table.sets[index].name)] ?? []
+                    table.sets[index].elements = (table.sets[index].elements + elements).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+                }
+                table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
+                tables.append(table)
+            }
+        }
+        return Ruleset(tables: tables)
+    }
+
+    /// The ruleset with what the agent and the operator need to know about it.
+    public func compilation(problems: [Problem]) -> Compilation {
+        var compilation = Compilation(ruleset: ruleset(), problems: problems, notes: facts.notes, healthChecks: [],
+                                      affinity: AffinityTargets(), udpPorts: [])
+        for ref in fragments.keys.sorted() {
+            let fragment = fragments[ref]!
+            if let note = fragment.note { compilation.notes.append(note) }
+            if let check = fragment.healthCheck { compilation.healthChecks.append(check) }
+            compilation.udpPorts += fragment.udpPorts
+            if fragment.noLocalEndpoints.internal { compilation.noLocalEndpoints.internal += 1 }
+            if fragment.noLocalEndpoints.external { compilation.noLocalEndpoints.external += 1 }
+            compilation.affinity.add(fragment)
+        }
+        compilation.assembly = self
+        return compilation
+    }
+
+    // MARK: - Fixed parts
+
+    /// A table's fixed sets and chains, before any service adds to them.
+    func skeleton(_ ref: TableRef) -> Table {
+        ref.name == Naming.table ? nodeTable(ref.family) : shardTable(ref)
+    }
+
+    private func types(_ family: Family) -> (address: DataType, dispatch: [DataType], nodePort: [DataType]) {
+        let address = DataType.address(family)
+        return (address, [address, .inetProto, .inetService], [.inetProto, .inetService])
+    }
+
+    /// The addresses NodePorts answer on, when not every local address does.
+    private func nodePortIPs(_ family: Family) -> NamedSet? {
+        let ips: [IPAddress]? = facts.nodePortIPs[family.ipFamily] ?? []
+        guard let ips else { return nil }
+        return NamedSet(Naming.nodePortIPs, key: [types(family).address], comment: Comment("IPs that accept NodePort traffic"),
+                        elements: ips.sorted().map { Element([.address($0)]) })
+    }
+
+    /// `nftproxy`: the filter hooks (source ranges, services without endpoints, undefined
+    /// ClusterIP ports) and masquerade, with the sets every service shares.
+    private func nodeTable(_ family: Family) -> Table {
+        let (address, dispatchKey, nodePortKey) = types(family)
+        let ipFamily = family.ipFamily
+        let mark = facts.masqueradeMark
+        let nodePortIPs = nodePortIPs(family)
+        let loopback = CIDR(ipFamily == .ipv4 ? "127.0.0.0/8" : "::1/128")!
+
+        var sets = [NamedSet(Naming.clusterIPs, key: [address], comment: Comment("Active ClusterIPs"))]
+        if let nodePortIPs { sets.append(nodePortIPs) }
+        sets += [
+            NamedSet(Naming.noEndpointServices, key: dispatchKey, isMap: true, comment: Comment("drop or reject packets to services with no endpoints")),
+            NamedSet(Naming.noEndpointNodePorts, key: nodePortKey, isMap: true, comment: Comment("drop or reject packets to NodePorts with no endpoints")),
+            NamedSet(Naming.hairpin, key: [address, address], comment: Comment("endpoints that reach themselves through a service get masqueraded")),
+            NamedSet(Naming.firewallIPs, key: dispatchKey, comment: Comment("LoadBalancer destinations with loadBalancerSourceRanges")),
+            NamedSet(Naming.firewallAllow, key: dispatchKey + [address], flags: [.interval], comment: Comment("allowed sources of LoadBalancer destinations")),
+        ]
+
+        let newConnection = Statement.ctStateNew
+        let nodePortCheckMatch: [Statement] = nodePortIPs == nil
+            ? [.address(.daddr, loopback, negated: true)]
+            : [.lookup([.daddr], set: Naming.nodePortIPs)]
+        let dispatch: [Selector] = [.daddr, .l4proto, .thDport]
+        let portDispatch: [Selector] = [.l4proto, .thDport]
+
+        var clusterIPCheck = [Rule([.lookup([.daddr], set: Naming.clusterIPs), .reject], comment: Comment("reject traffic to undefined ports of ClusterIPs"))]
+        for cidr in facts.serviceCIDRs[ipFamily] ?? [] {
+            clusterIPCheck.append(Rule([.address(.daddr, cidr, negated: false), .verdict(.drop)], comment: Comment("drop traffic to unallocated ClusterIPs")))
+        }
+
+        let chains: [Chain] = [
+            Chain(Naming.filterPreroutingPreDNAT, base: BaseChain(type: .filter, hook: .prerouting, priority: Priority(.dstnat, -10)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.firewallCheck))])]),
+            Chain(Naming.filterOutputPreDNAT, base: BaseChain(type: .filter, hook: .output, priority: Priority(.dstnat, -10)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.firewallCheck))])]),
+            Chain(Naming.natPostrouting, base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat)),
+                  rules: [Rule([.verdict(.jump(Naming.masquerading))])]),
+            Chain(Naming.filterInput, base: BaseChain(type: .filter, hook: .input, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.nodePortEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))])]),
+            Chain(Naming.filterForward, base: BaseChain(type: .filter, hook: .forward, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.clusterIPsCheck))])]),
+            Chain(Naming.filterOutput, base: BaseChain(type: .filter, hook: .output, priority: Priority(.filter)),
+                  rules: [Rule([newConnection, .verdict(.jump(Naming.serviceEndpointsCheck))]),
+                          Rule([newConnection, .verdict(.jump(Naming.clusterIPsCheck))])]),
+            Chain(Naming.firewallCheck, rules: [Rule([
+                .lookup(dispatch, set: Naming.firewallIPs),
+                .notInSet(dispatch + [.saddr], set: Naming.firewallAllow),
+                .verdict(.drop),
+            ], comment: Comment("drop sources outside loadBalancerSourceRanges"))]),
+            Chain(Naming.serviceEndpointsCheck, rules: [Rule([.vmap(dispatch, map: Naming.noEndpointServices)])]),
+            Chain(Naming.nodePortEndpointsCheck, rules: [Rule(nodePortCheckMatch + [.vmap(portDispatch, map: Naming.noEndpointNodePorts)])]),
+            Chain(Naming.clusterIPsCheck, rules: clusterIPCheck),
+            Chain(Naming.rejectChain, rules: [Rule([.reject])]),
+            Chain(Naming.masquerading, rules: [
+                Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: Naming.hairpin), .setMarkBit(mark)]),
+                Rule([.markBitClear(mark), .verdict(.return)]),
+                Rule([.toggleMarkBit(mark)]),
+                Rule([.masquerade(fullyRandom: true)]),
+            ]),
+        ]
+        return Table(family: family, name: Naming.table,
+                     comment: Comment("rules for nftproxy: do not edit, nftproxy rewrites this table"), sets: sets, chains: chains)
+    }
+
+    /// `nftproxy-NN`: the DNAT hooks for the services of one shard, their dispatch maps, and
+    /// session affinity (recorded in postrouting just before the node table masquerades).
+    private func shardTable(_ ref: TableRef) -> Table {
+        let (address, dispatchKey, nodePortKey) = types(ref.family)
+        let nodePortIPs = nodePortIPs(ref.family)
+        let loopback = CIDR(ref.family == .ip ? "127.0.0.0/8" : "::1/128")!
+        let nodePortMatch: [Statement] = nodePortIPs == nil
+            ? [.fibLocal(.daddr), .address(.daddr, loopback, negated: true)]
+            : [.lookup([.daddr], set: Naming.nodePortIPs)]
+
+        var sets: [NamedSet] = []
+        if let nodePortIPs { sets.append(nodePortIPs) }
+        sets += [
+            NamedSet(Naming.serviceIPs, key: dispatchKey, isMap: true, comment: Comment("ClusterIP, ExternalIP and LoadBalancer IP traffic")),
+            NamedSet(Naming.serviceNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePort traffic")),
+            NamedSet(Naming.affinity, key: [address, address, .inetProto, .inetService], data: [address, .inetService],
+                     flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("ClientIP session affinity: client . destination . port : backend")),
+            NamedSet(Naming.affinityServices, key: dispatchKey, isMap: true, comment: Comment("destinations with ClientIP session affinity")),
+            NamedSet(Naming.affinityNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePorts with ClientIP session affinity")),
+        ]
+        let recordAffinity: [Rule] = L4Protocol.allCases.flatMap { proto -> [Rule] in
+            let original: [Selector] = [.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst]
+            return [
+                Rule([.ctStatusDNAT, .l4proto(proto), .vmap(original, map: Naming.affinityServices)]),
+                Rule([.ctStatusDNAT, .l4proto(proto), .vmap([.l4proto, .ctOriginalProtoDst], map: Naming.affinityNodePorts)]),
+            ]
+        }
+        let chains: [Chain] = [
+            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)),
+                  rules: [Rule([.verdict(.jump(Naming.services))])]),
+            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)),
+                  rules: [Rule([.verdict(.jump(Naming.services))])]),
+            Chain(Naming.natPostrouting, base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat, -1)),
+                  rules: recordAffinity),
+            Chain(Naming.services, rules: [
+                Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)]),
+                Rule(nodePortMatch + [.vmap([.l4proto, .thDport], map: Naming.serviceNodePorts)]),
+            ]),
+        ]
+        return Table(family: ref.family, name: ref.name,
+                     comment: Comment("service rules for nftproxy (one shard): do not edit, nftproxy rewrites this table"),
+                     sets: sets, chains: chains)
+    }
+}
+
+extension AffinityTargets {
+    mutating func add(_ fragment: ServiceFragment) {
+        for (family, entries) in fragment.affinityDestinations {
+            for (key, targets) in entries { destinations[family, default: [:]][key, default: []].formUnion(targets) }
+        }
+        for (family, entries) in fragment.affinityNodePorts {
+            for (key, targets) in entries { nodePorts[family, default: [:]][key, default: []].formUnion(targets) }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+import NftIR
+import ServiceModel
+
+/// Everything one Service contributes to the ruleset: its chains (in its shard table), its
+/// elements in shared sets and maps, and what the agent needs to know about it. A fragment
+/// depends only on the service, its backends and the node, so a change to one service
+/// recompiles one fragment.
+public struct ServiceFragment: Sendable, Hashable {
+    public struct PlacedChain: Sendable, Hashable {
+        public var table: TableRef
+        public var chain: Chain
+    }
+
+    /// An element of a shared set or map, and whether a second claimant of its key is a problem
+    /// (a map entry: one service wins) or simply shares it (a plain set: the same address twice).
+    public struct PlacedElement: Sendable, Hashable {
+        public var table: TableRef
+        public var set: Name
+        public var element: Element
+        public var exclusive: Bool
+    }
+
+    public var service: ObjectRef
+    public var chains: [PlacedChain] = []
+    /// In the order the service's ports claim them: on a conflict the first claim wins.
+    public var elements: [PlacedElement] = []
+    public var problems: [Problem] = []
+    /// Why the service has no rules (headless, ExternalName).
+    public var note: String?
+    public var healthCheck: HealthCheck?
+    public var udpPorts: [UDPServicePort] = []
+    /// Local policies with endpoints elsewhere and none here (internal, external).
+    public var noLocalEndpoints: (internal: Bool, external: Bool) = (false, false)
+    public var affinityDestinations: [Family: [[KeyValue]: Set<[KeyValue]>]] = [:]
+    public var affinityNodePorts: [Family: [[KeyValue]: Set<[KeyValue]>]] = [:]
+
+    public init(service: ObjectRef) { self.service = service }
+
+    /// The tables this fragment puts chains or elements in.
+    var tables: Set<TableRef> { Set(chains.map(\.table) + elements.map(\.table)) }
+
+    public static func == (lhs: ServiceFragment, rhs: ServiceFragment) -> Bool {
+        lhs.service == rhs.service && lhs.chains == rhs.chains && lhs.elements == rhs.elements && lhs.problems == rhs.problems
+            && lhs.note == rhs.note && lhs.healthCheck == rhs.healthCheck && lhs.udpPorts == rhs.udpPorts
+            && lhs.noLocalEndpoints == rhs.noLocalEndpoints && lhs.affinityDestinations == rhs.affinityDestinations
+            && lhs.affinityNodePorts == rhs.affinityNodePorts
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(service)
+        hasher.combine(chains)
+        hasher.combine(elements)
+    }
+}
+
+/// Compiles one service's chains and elements for one family.
+struct FragmentBuilder {
+    let family: Family
+    let facts: NodeFacts
+    /// The node-wide table, and the service's shard table.
+    let main: TableRef
+    let shard: TableRef
+
+    init(family: IPFamily, facts: NodeFacts, shard: Name) {
+        self.family = Family(family)
+        self.facts = facts
+        main = TableRef(Family(family), Naming.table)
+        self.shard = TableRef(Family(family), shard)
+    }
+
+    private var ipFamily: IPFamily { family.ipFamily }
+    private var mark: UInt32 { facts.masqueradeMark }
+
+    private var chains: [ServiceFragment.PlacedChain] = []
+    private var elements: [ServiceFragment.PlacedElement] = []
+    private var problems: [Problem] = []
+    private var affinityDestinations: [[KeyValue]: Set<[KeyValue]>] = [:]
+    private var affinityNodePorts: [[KeyValue]: Set<[KeyValue]>] = [:]
+
+    mutating func add(_ service: Service, backends: [ServicePortName: [Backend]], into fragment: inout ServiceFragment) {
+        guard let clusterIP = service.clusterIP(ipFamily) else { return }
+        let externalIPs = service.externalIPs.filter { $0.family == ipFamily }
+        let loadBalancerIPs = service.loadBalancerIngress
+            .filter { $0.ip.family == ipFamily && $0.ipMode != .proxy }
+            .map(\.ip)
+        for port in service.ports {
+            let portName = ServicePortName(namespace: service.namespace, name: service.name, port: port.name, protocol: port.protocol)
+            guard let serviceChain = Naming.serviceChain(portName, number: port.port),
+                  let localChain = Naming.localChain(portName, number: port.port),
+                  let externalChain = Naming.externalChain(portName, number: port.port) else {
+                problems.append(Problem(object: service.ref, field: "spec.ports", message: "port \(portName) makes an invalid chain name, skipped"))
+                continue
+            }
+            let all = (backends[portName] ?? []).filter { $0.address.family == ipFamily }.sorted()
+            let lists = EndpointLists(all, nodeName: facts.nodeName, zone: facts.zone)
+            let externallyReachable = port.nodePort != 0 || !externalIPs.isEmpty || !loadBalancerIPs.isEmpty
+            let usesCluster = service.internalTrafficPolicy == .cluster || externallyReachable
+            let usesLocal = service.internalTrafficPolicy == .local || (externallyReachable && service.externalTrafficPolicy == .local)
+            let hasInternal = lists.hasAny && (service.internalTrafficPolicy == .cluster || !lists.local.isEmpty)
+            let hasExternal = lists.hasAny && (service.externalTrafficPolicy == .cluster || !lists.local.isEmpty)
+            let noEndpointVerdict: Verdict = lists.hasAny ? .drop : .goto(Naming.rejectChain)
+            let comment = Comment(portName.description)
+            let proto = KeyValue.proto(port.protocol)
+            let owner = portName.description
+
+            place(main, Naming.clusterIPs, Element([.address(clusterIP)]))
+            let internalTarget = service.internalTrafficPolicy == .local ? localChain : serviceChain
+            let clusterKey: [KeyValue] = [.address(clusterIP), proto, .port(port.port)]
+            if hasInternal {
+                claim(shard, Naming.serviceIPs, Element(clusterKey, verdict: .goto(internalTarget), comment: comment), by: owner, service: service)
+            } else {
+                claim(main, Naming.noEndpointServices, Element(clusterKey, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+            }
+            for ip in externalIPs + loadBalancerIPs {
+                let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                if lists.hasAny {
+                    claim(shard, Naming.serviceIPs, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                }
+                if !hasExternal {
+                    claim(main, Naming.noEndpointServices, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                }
+            }
+            if port.nodePort != 0 {
+                let key: [KeyValue] = [proto, .port(port.nodePort)]
+                if lists.hasAny {
+                    claim(shard, Naming.serviceNodePorts, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                }
+                if !hasExternal {
+                    claim(main, Naming.noEndpointNodePorts, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                }
+            }
+
+            // loadBalancerSourceRanges: new connections to the LB IPs from elsewhere are dropped
+            // before DNAT. If a range holds this node's IP, the LB IPs themselves are allowed too
+            // (a VIP load balancer loops node traffic back with the LB IP as source).
+            let ranges = service.loadBalancerSourceRanges.filter { $0.family == ipFamily }
+            if !ranges.isEmpty && !loadBalancerIPs.isEmpty {
+                var allowed = ranges
+                if let nodeIP = facts.primaryIPs[ipFamily], ranges.contains(where: { $0.contains(nodeIP) }) {
+                    allowed += loadBalancerIPs.map(host)
+                }
+                let sources = FragmentBuilder.outermost(allowed).map(KeyValue.prefix)
+                for ip in loadBalancerIPs {
+                    let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                    claim(main, Naming.firewallIPs, Element(key, comment: comment), by: owner, service: service)
+                    for source in sources { place(main, Naming.firewallAllow, Element(key + [source])) }
+                }
+            }
+
+            // Session affinity: a known client goes back to the backend it got (the `affinity`
+            // map), which the recording chain refreshes after DNAT on each new connection.
+            var affinityLookup: [Rule] = []
+            if case .clientIP(let timeout) = service.sessionAffinity, lists.hasAny,
+               let affinityChain = Naming.affinityChain(portName, number: port.port) {
+                affinityLookup = [Rule([.dnatMap([.saddr, .daddr, .l4proto, .thDport], map: Naming.affinity)])]
+                addChain(Chain(affinityChain, rules: [Rule([
+                    .l4proto(port.protocol),
+                    .update(map: Naming.affinity, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
+                            timeoutSeconds: UInt32(timeout), data: [.daddr, .dport(port.protocol)]),
+                ])]))
+                let targets = Set((lists.cluster + lists.local).map { [KeyValue.address($0.address), .port($0.port)] })
+                for ip in [clusterIP] + externalIPs + loadBalancerIPs {
+                    let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
+                    claim(shard, Naming.affinityServices, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    affinityDestinations[key, default: []].formUnion(targets)
+                }
+                if port.nodePort != 0 {
+                    let key: [KeyValue] = [proto, .port(port.nodePort)]
+                    claim(shard, Naming.affinityNodePorts, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    affinityNodePorts[key, default: []].formUnion(targets)
+                }
+            }
+
+            if lists.hasAny && usesCluster {
+                let masquerade = service.internalTrafficPolicy == .cluster ? internalMasquerade(clusterIP) : nil
+                addChain(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.cluster, port.protocol)))
+            }
+            if !lists.local.isEmpty && usesLocal {
+                let masquerade = service.internalTrafficPolicy == .local ? internalMasquerade(clusterIP) : nil
+                addChain(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.local, port.protocol)))
+            }
+            if lists.hasAny && externallyReachable {
+                addChain(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
+            }
+            // Only an endpoint on this node (or of unknown node) can send through this node to itself.
+            for backend in lists.cluster + lists.local where backend.nodeName == nil || backend.nodeName == facts.nodeName {
+                place(main, Naming.hairpin, Element([.address(backend.address), .address(backend.address)]))
+            }
+        }
+        fragment.chains += chains
+        fragment.elements += elements
+        fragment.problems += problems
+        if !affinityDestinations.isEmpty { fragment.affinityDestinations[family] = affinityDestinations }
+        if !affinityNodePorts.isEmpty { fragment.affinityNodePorts[family] = affinityNodePorts }
+    }
+
+    /// Claims a map key for a service port. If another service port holds it too, the first in
+    /// service order keeps it and the assembly reports the other (`RulesetAssembly.insert`).
+    private mutating func claim(_ table: TableRef, _ map: Name, _ element: Element, by owner: String, service: Service) {
+        elements.append(ServiceFragment.PlacedElement(table: table, set: map, element: element, exclusive: true))
+    }
+
+    /// Adds an element to a plain set, which services may share (an address twice is one element).
+    private mutating func place(_ table: TableRef, _ set: Name, _ element: Element) {
+        elements.append(ServiceFragment.PlacedElement(table: table, set: set, element: element, exclusive: false))
+    }
+
+    private mutating func addChain(_ chain: Chain) {
+        chains.append(ServiceFragment.PlacedChain(table: shard, chain: chain))
+    }
+
+    /// Marks off-cluster clients of a ClusterIP (or every client, with masqueradeAll) for masquerade.
+    private func internalMasquerade(_ clusterIP: IPAddress) -> Rule? {
+        let destination = Statement.address(.daddr, host(clusterIP), negated: false)
+        if facts.masqueradeAll {
+            return Rule([destination, .setMarkBit(mark)])
+        }
+        guard let cidr = facts.clusterCIDR[ipFamily] else { return nil }
+        return Rule([destination, .address(.saddr, cidr, negated: true), .setMarkBit(mark)])
+    }
+
+    /// Rule i of N hands out backend i once in every N - i packets that reach it; the last rule
+    /// takes the rest. Each `numgen inc` keeps its own counter, so backends are served in turn.
+    private func roundRobin(_ backends: [Backend], _ proto: L4Protocol) -> [Rule] {
+        backends.enumerated().map { index, backend in
+            let remaining = backends.count - index
+            let pick: [Statement] = remaining > 1 ? [.numgenIncZero(modulus: UInt32(remaining))] : []
+            return Rule(pick + [.l4proto(proto), .dnat(backend.address, port: backend.port)])
+        }
+    }
+
+    private func externalRules(_ service: Service, serviceChain: Name, localChain: Name?) -> [Rule] {
+        guard service.externalTrafficPolicy == .local else {
+            return [Rule([.setMarkBit(mark)]), Rule([.verdict(.goto(serviceChain))])]
+        }
+        var rules: [Rule] = []
+        if let cidr = facts.clusterCIDR[ipFamily] {
+            rules.append(Rule([.address(.saddr, cidr, negated: false), .verdict(.goto(serviceChain))], comment: Comment("short-circuit pod traffic")))
+        }
+        rules.append(Rule([.fibLocal(.saddr), .setMarkBit(mark)], comment: Comment("masquerade local traffic")))
+        rules.append(Rule([.fibLocal(.saddr), .verdict(.goto(serviceChain))], comment: Comment("short-circuit local traffic")))
+        if let localChain { rules.append(Rule([.verdict(.goto(localChain))])) }
+        return rules
+    }
+
+    /// The ranges that no other range contains: an interval set refuses overlapping elements
+    /// (EEXIST), and a contained range allows nothing more.
+    static func outermost(_ ranges: [CIDR]) -> [CIDR] {
+        var kept: [CIDR] = []
+        for range in Set(ranges).sorted(by: { ($0.prefixLength, $0) < ($1.prefixLength, $1) }) where
+            !kept.contains(where: { $0.prefixLength <= range.prefixLength && $0.contains(range.address) }) {
+            kept.append(range)
+        }
+        return kept
+    }
+
+    private func host(_ ip: IPAddress) -> CIDR { CIDR(address: ip, prefixLength: ip.family.maxPrefixLength)! }
+}
