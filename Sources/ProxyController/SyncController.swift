@@ -194,8 +194,8 @@ public actor SyncController {
         let pendingSince = status.current.pendingSince
         dirty = false
         let changes = store.takeChanges()
-        if !full, !changes.everything, let assembly {
-            partialSync(changes, from: assembly, started: started, pendingSince: pendingSince)
+        if !full, !changes.everything, assembly != nil {
+            partialSync(changes, started: started, pendingSince: pendingSince)
         } else {
             fullSync(started: started, pendingSince: pendingSince)
         }
@@ -211,7 +211,7 @@ public actor SyncController {
         var state = store.state
         state.services.removeAll { quarantine["\($0.namespace)/\($0.name)"] != nil }
         let compilation = RuleCompiler.compile(state, config: config)
-        let next = compilation.assembly!
+        var next = compilation.assembly!
         var transaction = Transaction()
         do {
             var current: Ruleset
@@ -245,6 +245,8 @@ public actor SyncController {
             return
         }
         let previous = assembly.map { Array($0.fragments.values) }
+        // Index the claims now, so the first partial sync does not pay for it.
+        next.prepare()
         assembly = next
         let finished = ContinuousClock.now
         lastFull = finished
@@ -253,11 +255,17 @@ public actor SyncController {
     }
 
     /// Recompiles only the services the changes can reach and sends what their fragments changed.
-    private func partialSync(_ changes: ObjectStore.Changes, from current: RulesetAssembly, started: ContinuousClock.Instant,
-                             pendingSince: ContinuousClock.Instant?) {
+    ///
+    /// The assembly is changed in place: no other reference to it may live meanwhile (not even
+    /// the status snapshot's), or the first change would copy every fragment. If the batch
+    /// fails, the assembly is dropped and the next sync is a full one.
+    private func partialSync(_ changes: ObjectStore.Changes, started: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
         var refs = changes.services
         if !changes.podNamespaces.isEmpty { refs.formUnion(store.services(in: changes.podNamespaces)) }
-        var next = current
+        status.update { $0.applied = nil; $0.lastApplied = nil }
+        var next = assembly!
+        assembly = nil
+        let previousPorts = refs.flatMap { next.fragments[$0]?.udpPorts ?? [] }
         var fragments: [ObjectRef: ServiceFragment?] = [:]
         for ref in refs {
             guard let service = store.service(ref), quarantine["\(ref.namespace)/\(ref.name)"] == nil else {
@@ -282,10 +290,10 @@ public actor SyncController {
             failed(error, transaction: transaction, full: false)
             return
         }
+        let currentPorts = refs.flatMap { next.fragments[$0]?.udpPorts ?? [] }
         assembly = next
         succeeded(transaction, full: false, started: started, finished: .now, pendingSince: pendingSince)
-        cleanConntrack(previous: refs.flatMap { current.fragments[$0]?.udpPorts ?? [] },
-                       current: refs.flatMap { next.fragments[$0]?.udpPorts ?? [] })
+        cleanConntrack(previous: previousPorts, current: currentPorts)
     }
 
     private func succeeded(_ transaction: Transaction, full: Bool, started: ContinuousClock.Instant, finished: ContinuousClock.Instant,

@@ -8,24 +8,13 @@ import ServiceModel
 /// Shared sets and maps hold each key once per family, across the node table and all shards
 /// (a ClusterIP port in two shards would be DNATed by whichever hook runs first). When several
 /// service ports claim one key, the first in service order (namespace, name, then port order)
-/// gets it, as a full compile decides; the others' claims wait, and one of them takes over if
-/// the holder goes.
+/// gets it; the others' claims wait, and one of them takes over if the holder goes.
 public struct RulesetAssembly: Sendable {
     public let facts: NodeFacts
     public let sharding: Sharding
     public private(set) var fragments: [ObjectRef: ServiceFragment] = [:]
-    /// Claims on every key of every shared set (by family and set name), the holder first.
-    private var claims: [ClaimSpace: [[KeyValue]: [Claim]]] = [:]
-    /// How many fragments put something in each table.
-    private var population: [TableRef: Int] = [:]
-    /// How many fragments have rules in each family.
-    private var familyPopulation: [Family: Int] = [:]
-    private var healthCheckIndex: [ObjectRef: HealthCheck] = [:]
-    /// Services with a Local policy, endpoints elsewhere and none here (internal, external).
-    public private(set) var noLocalEndpoints: (internal: Int, external: Int) = (0, 0)
-
-    /// eTP=Local services with a health-check node port, in service order.
-    public var healthChecks: [HealthCheck] { healthCheckIndex.keys.sorted().map { healthCheckIndex[$0]! } }
+    /// Who claims what, for `replace`: built on first use, so a one-shot compile never pays for it.
+    private var index: ClaimIndex?
 
     struct SetSlot: Hashable, Comparable {
         var table: TableRef
@@ -34,26 +23,15 @@ public struct RulesetAssembly: Sendable {
     }
 
     /// Where claims on a key compete: the family and the set name, whatever the table.
-    private struct ClaimSpace: Hashable {
+    fileprivate struct ClaimSpace: Hashable {
         var family: Family
         var set: Name
     }
 
     /// The element a key holds, and the table it is in.
-    private struct Held: Equatable {
+    fileprivate struct Held: Equatable {
         var table: TableRef
         var element: Element
-    }
-
-    private struct Claim {
-        var service: ObjectRef
-        /// Position among the service's elements: its ports claim in order.
-        var order: Int
-        var table: TableRef
-        var element: Element
-        var exclusive: Bool
-
-        func precedes(_ other: Claim) -> Bool { (service, order) < (other.service, other.order) }
     }
 
     private struct ChainKey: Hashable, Comparable {
@@ -62,7 +40,7 @@ public struct RulesetAssembly: Sendable {
         static func < (lhs: ChainKey, rhs: ChainKey) -> Bool { (lhs.table, lhs.name) < (rhs.table, rhs.name) }
     }
 
-    private struct ElementKey: Hashable {
+    fileprivate struct ElementKey: Hashable {
         var space: ClaimSpace
         var key: [KeyValue]
     }
@@ -74,19 +52,33 @@ public struct RulesetAssembly: Sendable {
 
     // MARK: - Adding and replacing fragments
 
-    /// Adds a service's fragment (none may be there yet) and returns the conflicts it loses:
-    /// map keys that a service port earlier in order already holds.
-    public mutating func insert(_ fragment: ServiceFragment) -> [Problem] {
-        add(fragment)
-        var problems = fragment.problems
-        for placed in fragment.elements where placed.exclusive {
-            let space = ClaimSpace(family: placed.table.family, set: placed.set)
-            guard let holder = claims[space]?[placed.element.key]?.first, holder.service != fragment.service || holder.element != placed.element,
-                  holder.element.comment != placed.element.comment else { continue }
-            let owner = placed.element.comment?.text ?? fragment.service.description
-            problems.append(Problem(object: fragment.service, message: "\(placed.element.key.map(\.description).joined(separator: " ")) is already used by \(holder.element.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
+    /// Adds a service's fragment, replacing any earlier one (conflicts show in `compilation`).
+    public mutating func insert(_ fragment: ServiceFragment) {
+        if var index {
+            self.index = nil
+            if let old = fragments[fragment.service] { index.remove(old) }
+            index.add(fragment)
+            self.index = index
         }
-        return problems
+        fragments[fragment.service] = fragment
+    }
+
+    /// Builds the claim index now (the agent does it after a full sync, so that the first
+    /// change does not pay for it).
+    public mutating func prepare() {
+        if index == nil { index = ClaimIndex(fragments.values) }
+    }
+
+    /// eTP=Local services with a health-check node port, in service order.
+    public var healthChecks: [HealthCheck] {
+        if let index { return index.healthChecks.keys.sorted().map { index.healthChecks[$0]! } }
+        return fragments.keys.sorted().compactMap { fragments[$0]!.healthCheck }
+    }
+
+    /// Services with a Local policy, endpoints elsewhere and none here (internal, external).
+    public var noLocalEndpoints: (internal: Int, external: Int) {
+        if let index { return index.noLocalEndpoints }
+        return (fragments.values.filter(\.noLocalEndpoints.internal).count, fragments.values.filter(\.noLocalEndpoints.external).count)
     }
 
     /// Replaces the fragments of the services in `changes` (nil: the service is gone) and
@@ -94,7 +86,11 @@ public struct RulesetAssembly: Sendable {
     /// order it accepts. Returns nil, leaving the assembly changed, when a family's node-wide
     /// table appears or goes: then only a full diff knows what to do.
     public mutating func replace(_ changes: [ObjectRef: ServiceFragment?]) -> [Operation]? {
-        let familiesBefore = Family.allCases.filter(hasTables)
+        prepare()
+        var index = self.index!
+        self.index = nil
+        defer { self.index = index }
+        let familiesBefore = Family.allCases.filter { hasTables($0, index) }
         var holdersBefore: [ElementKey: Held?] = [:]
         var populationBefore: [TableRef: Int] = [:]
         var chainsBefore: [ChainKey: Chain] = [:]
@@ -107,23 +103,29 @@ public struct RulesetAssembly: Sendable {
             for fragment in [old, new].compactMap({ $0 }) {
                 for placed in fragment.elements {
                     let key = ElementKey(space: ClaimSpace(family: placed.table.family, set: placed.set), key: placed.element.key)
-                    if holdersBefore[key] == nil { holdersBefore[key] = .some(holder(key)) }
+                    if holdersBefore[key] == nil { holdersBefore[key] = .some(index.holder(key)) }
                 }
-                for table in fragment.tables where populationBefore[table] == nil { populationBefore[table] = population[table] ?? 0 }
+                for table in fragment.tables where populationBefore[table] == nil { populationBefore[table] = index.population[table] ?? 0 }
             }
             for placed in old?.chains ?? [] { chainsBefore[ChainKey(table: placed.table, name: placed.chain.name)] = placed.chain }
             for placed in new?.chains ?? [] { chainsAfter[ChainKey(table: placed.table, name: placed.chain.name)] = placed.chain }
         }
         for (old, new) in changed {
-            if let old { remove(old) }
-            if let new { add(new) }
+            if let old {
+                index.remove(old)
+                fragments[old.service] = nil
+            }
+            if let new {
+                index.add(new)
+                fragments[new.service] = new
+            }
         }
-        guard Family.allCases.filter(hasTables) == familiesBefore else { return nil }
+        guard Family.allCases.filter({ hasTables($0, index) }) == familiesBefore else { return nil }
 
         // Shard tables come and go with their services; the node tables with their family (above).
         let shards = populationBefore.filter { $0.key.name != Naming.table }
-        let created = Set(shards.filter { $0.value == 0 && (population[$0.key] ?? 0) > 0 }.keys)
-        let deleted = Set(shards.filter { $0.value > 0 && (population[$0.key] ?? 0) == 0 }.keys)
+        let created = Set(shards.filter { $0.value == 0 && (index.population[$0.key] ?? 0) > 0 }.keys)
+        let deleted = Set(shards.filter { $0.value > 0 && (index.population[$0.key] ?? 0) == 0 }.keys)
         var ops: [Operation] = []
         for table in created.sorted() { ops += Transaction.creating(skeleton(table)) }
 
@@ -138,7 +140,7 @@ public struct RulesetAssembly: Sendable {
         var deletions: [SetSlot: [Element]] = [:]
         var additions: [SetSlot: [Element]] = [:]
         for (key, before) in holdersBefore {
-            let after = holder(key)
+            let after = index.holder(key)
             guard before != after else { continue }
             if let before, !deleted.contains(before.table) {
                 deletions[SetSlot(table: before.table, set: key.space.set), default: []].append(before.element)
@@ -153,82 +155,21 @@ public struct RulesetAssembly: Sendable {
         return ops
     }
 
-    private mutating func add(_ fragment: ServiceFragment) {
-        fragments[fragment.service] = fragment
-        for (order, placed) in fragment.elements.enumerated() {
-            let claim = Claim(service: fragment.service, order: order, table: placed.table, element: placed.element, exclusive: placed.exclusive)
-            let space = ClaimSpace(family: placed.table.family, set: placed.set)
-            var holders = claims[space]?[placed.element.key] ?? []
-            let position = holders.firstIndex { claim.precedes($0) } ?? holders.count
-            holders.insert(claim, at: position)
-            claims[space, default: [:]][placed.element.key] = holders
-        }
-        count(fragment, by: 1)
-    }
-
-    private mutating func remove(_ fragment: ServiceFragment) {
-        fragments[fragment.service] = nil
-        for placed in fragment.elements {
-            let space = ClaimSpace(family: placed.table.family, set: placed.set)
-            guard var holders = claims[space]?[placed.element.key] else { continue }
-            holders.removeAll { $0.service == fragment.service }
-            claims[space]?[placed.element.key] = holders.isEmpty ? nil : holders
-        }
-        count(fragment, by: -1)
-    }
-
-    private mutating func count(_ fragment: ServiceFragment, by delta: Int) {
-        healthCheckIndex[fragment.service] = delta > 0 ? fragment.healthCheck : nil
-        if fragment.noLocalEndpoints.internal { noLocalEndpoints.internal += delta }
-        if fragment.noLocalEndpoints.external { noLocalEndpoints.external += delta }
-        let tables = fragment.tables
-        for table in tables { population[table, default: 0] += delta }
-        for family in Set(tables.map(\.family)) { familyPopulation[family, default: 0] += delta }
-    }
-
-    private func holder(_ key: ElementKey) -> Held? {
-        claims[key.space]?[key.key]?.first.map { Held(table: $0.table, element: $0.element) }
-    }
-
     /// Whether a family has tables: the node uses it, or some service has rules in it.
-    private func hasTables(_ family: Family) -> Bool {
-        (familyPopulation[family] ?? 0) > 0 || facts.uses(family.ipFamily)
+    private func hasTables(_ family: Family, _ index: ClaimIndex) -> Bool {
+        (index.familyPopulation[family] ?? 0) > 0 || facts.uses(family.ipFamily)
     }
 
     // MARK: - The whole ruleset
 
     /// Every table: per family the node-wide one, then the shards that hold a service.
-    public func ruleset() -> Ruleset {
-        var chains: [TableRef: [Chain]] = [:]
-        for fragment in fragments.values {
-            for placed in fragment.chains { chains[placed.table, default: []].append(placed.chain) }
-        }
-        var held: [SetSlot: [Element]] = [:]
-        for (space, keys) in claims {
-            for holders in keys.values {
-                guard let first = holders.first else { continue }
-                held[SetSlot(table: first.table, set: space.set), default: []].append(first.element)
-            }
-        }
-        var tables: [Table] = []
-        for family in Family.allCases where hasTables(family) {
-            let shards = population.filter { $0.key.family == family && $0.key.name != Naming.table && $0.value > 0 }.keys.sorted()
-            for ref in [TableRef(family, Naming.table)] + shards {
-                var table = skeleton(ref)
-                for index in table.sets.indices where !table.sets[index].isDynamic {
-                    let elements = held[SetSlot(table: ref, set: table.sets[index].name)] ?? []
-                    table.sets[index].elements = (table.sets[index].elements + elements).sorted { $0.key.lexicographicallyPrecedes($1.key) }
-                }
-                table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
-                tables.append(table)
-            }
-        }
-        return Ruleset(tables: tables)
-    }
+    public func ruleset() -> Ruleset { merged().ruleset }
 
-    /// The ruleset with what the agent and the operator need to know about it.
+    /// The ruleset with what the agent and the operator need to know about it, and the map keys
+    /// that service ports lost to one earlier in order.
     public func compilation(problems: [Problem]) -> Compilation {
-        var compilation = Compilation(ruleset: ruleset(), problems: problems, notes: facts.notes, healthChecks: [],
+        let (ruleset, conflicts) = merged()
+        var compilation = Compilation(ruleset: ruleset, problems: problems + conflicts, notes: facts.notes, healthChecks: [],
                                       affinity: AffinityTargets(), udpPorts: [])
         for ref in fragments.keys.sorted() {
             let fragment = fragments[ref]!
@@ -241,6 +182,59 @@ public struct RulesetAssembly: Sendable {
         }
         compilation.assembly = self
         return compilation
+    }
+
+    /// One pass over the fragments in service order: the first claim of a key wins.
+    private func merged() -> (ruleset: Ruleset, conflicts: [Problem]) {
+        var chains: [TableRef: [Chain]] = [:]
+        var claimed: [ClaimSpace: [(ObjectRef, ServiceFragment.PlacedElement)]] = [:]
+        var families = Set(Family.allCases.filter { facts.uses($0.ipFamily) })
+        var shards = Set<TableRef>()
+        for ref in fragments.keys.sorted() {
+            let fragment = fragments[ref]!
+            for placed in fragment.chains {
+                chains[placed.table, default: []].append(placed.chain)
+                shards.insert(placed.table)
+            }
+            for placed in fragment.elements {
+                claimed[ClaimSpace(family: placed.table.family, set: placed.set), default: []].append((ref, placed))
+                families.insert(placed.table.family)
+                if placed.table.name != Naming.table { shards.insert(placed.table) }
+            }
+        }
+        var held: [SetSlot: [Element]] = [:]
+        var conflicts: [(ObjectRef, Problem)] = []
+        for (space, claims) in claimed {
+            var holders: [[KeyValue]: ServiceFragment.PlacedElement] = [:]
+            holders.reserveCapacity(claims.count)
+            for (ref, placed) in claims {
+                if let holder = holders[placed.element.key] {
+                    if placed.exclusive && holder.element.comment != placed.element.comment {
+                        let key = placed.element.key.map(\.description).joined(separator: " ")
+                        let owner = placed.element.comment?.text ?? ref.description
+                        conflicts.append((ref, Problem(object: ref, message: "\(key) is already used by \(holder.element.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false)))
+                    }
+                    continue
+                }
+                holders[placed.element.key] = placed
+                held[SetSlot(table: placed.table, set: space.set), default: []].append(placed.element)
+            }
+        }
+        var tables: [Table] = []
+        for family in Family.allCases where families.contains(family) {
+            for ref in [TableRef(family, Naming.table)] + shards.filter({ $0.family == family }).sorted() {
+                var table = skeleton(ref)
+                for index in table.sets.indices where !table.sets[index].isDynamic {
+                    let elements = held[SetSlot(table: ref, set: table.sets[index].name)] ?? []
+                    table.sets[index].elements = (table.sets[index].elements + elements).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+                }
+                table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
+                tables.append(table)
+            }
+        }
+        // In service order, as the services were compiled.
+        let problems = conflicts.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element.1)
+        return (Ruleset(tables: tables), problems)
     }
 
     // MARK: - Fixed parts
@@ -383,5 +377,66 @@ extension AffinityTargets {
         for (family, entries) in fragment.affinityNodePorts {
             for (key, targets) in entries { nodePorts[family, default: [:]][key, default: []].formUnion(targets) }
         }
+    }
+}
+
+/// Every claim on every key of the shared sets, with the holder first, and the counts the agent
+/// needs between full syncs: maintained fragment by fragment.
+private struct ClaimIndex: Sendable {
+    private struct Claim: Sendable {
+        var service: ObjectRef
+        /// Position among the service's elements: its ports claim in order.
+        var order: Int
+        var table: TableRef
+        var element: Element
+
+        func precedes(_ other: Claim) -> Bool { (service, order) < (other.service, other.order) }
+    }
+
+    private var claims: [RulesetAssembly.ClaimSpace: [[KeyValue]: [Claim]]] = [:]
+    /// How many fragments put something in each table.
+    private(set) var population: [TableRef: Int] = [:]
+    /// How many fragments have rules in each family.
+    private(set) var familyPopulation: [Family: Int] = [:]
+    private(set) var healthChecks: [ObjectRef: HealthCheck] = [:]
+    private(set) var noLocalEndpoints: (internal: Int, external: Int) = (0, 0)
+
+    init(_ fragments: some Sequence<ServiceFragment>) {
+        for fragment in fragments { add(fragment) }
+    }
+
+    func holder(_ key: RulesetAssembly.ElementKey) -> RulesetAssembly.Held? {
+        claims[key.space]?[key.key]?.first.map { RulesetAssembly.Held(table: $0.table, element: $0.element) }
+    }
+
+    mutating func add(_ fragment: ServiceFragment) {
+        for (order, placed) in fragment.elements.enumerated() {
+            let claim = Claim(service: fragment.service, order: order, table: placed.table, element: placed.element)
+            let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
+            var holders = claims[space]?[placed.element.key] ?? []
+            let position = holders.firstIndex { claim.precedes($0) } ?? holders.count
+            holders.insert(claim, at: position)
+            claims[space, default: [:]][placed.element.key] = holders
+        }
+        count(fragment, by: 1)
+    }
+
+    mutating func remove(_ fragment: ServiceFragment) {
+        for placed in fragment.elements {
+            let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
+            guard var holders = claims[space]?[placed.element.key] else { continue }
+            holders.removeAll { $0.service == fragment.service }
+            claims[space]?[placed.element.key] = holders.isEmpty ? nil : holders
+        }
+        count(fragment, by: -1)
+    }
+
+    private mutating func count(_ fragment: ServiceFragment, by delta: Int) {
+        healthChecks[fragment.service] = delta > 0 ? fragment.healthCheck : nil
+        if fragment.noLocalEndpoints.internal { noLocalEndpoints.internal += delta }
+        if fragment.noLocalEndpoints.external { noLocalEndpoints.external += delta }
+        let tables = fragment.tables
+        for table in tables { population[table, default: 0] += delta }
+        for family in Set(tables.map(\.family)) { familyPopulation[family, default: 0] += delta }
     }
 }

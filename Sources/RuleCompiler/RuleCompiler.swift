@@ -76,7 +76,8 @@ public enum RuleCompiler {
         var problems = state.problems
         for service in state.services.sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
             let fragment = RuleCompiler.fragment(service, backends: index.backends(for: service), facts: facts, sharding: sharding)
-            problems += assembly.insert(fragment)
+            problems += fragment.problems
+            assembly.insert(fragment)
         }
         return assembly.compilation(problems: problems)
     }
