@@ -183,8 +183,11 @@ struct TableReader {
                 }
             }
         }
-        elements.sort { $0.order < $1.order }
-        return elements.map(\.element)
+        // Sort plain (key, position) pairs and gather once: sorting the elements themselves
+        // would copy each (arrays, strings) at every move.
+        var order = elements.indices.map { (key: elements[$0].order, index: $0) }
+        order.sort { $0.key < $1.key }
+        return order.map { elements[$0.index].element }
     }
 
     private static func parseTable(_ message: UnsafePointer<nlmsghdr>) -> ListedTable {
