@@ -6,6 +6,8 @@
  * Everything else (libnftnl objects, libmnl sockets, the kernel UAPI enums and structs) is
  * imported by Swift straight from the headers below; only Sources/NftNetlink imports this module. */
 #include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 /* glibc's netinet/in.h first: linux/libc-compat.h then skips the UAPI copies of in_addr &co,
@@ -32,5 +34,16 @@
  * Why C: setns(2) and CLONE_NEWNET are declared only under _GNU_SOURCE, which Swift's Glibc
  * module is not built with. Returns 0, or -1 with errno set (as setns does). */
 int cnft_enter_netns(int fd);
+
+/* The most datagrams one cnft_receive_many call takes. */
+#define CNFT_RECEIVE_MANY_MAX 64
+
+/* Receives up to `count` datagrams into `buffers` (one each) in one recvmmsg(2), and their
+ * lengths into `lengths`. Blocking: waits for the first only (MSG_WAITFORONE), so a dump's
+ * queued answer comes back in one call: netlink builds a dump's next datagram while the
+ * previous one is received. Why C: recvmmsg and struct mmsghdr are declared only under
+ * _GNU_SOURCE. Returns the number received, or -1 with errno set (EAGAIN: nothing queued and
+ * not blocking; EMSGSIZE: a datagram was longer than its buffer, its length in `lengths`). */
+int cnft_receive_many(int fd, struct iovec *buffers, unsigned int count, size_t *lengths, int blocking);
 
 #endif

@@ -72,12 +72,10 @@ extension NetlinkSocket {
         try send(UnsafeRawBufferPointer(start: header, count: Int(header.pointee.nlmsg_len)))
 
         let what = "listing \(family == .ip ? "IPv4" : "IPv6") conntrack entries (IPCTNL_MSG_CT_GET)"
-        while true {
-            guard case .messages(let messages) = try receive(blocking: true) else {
-                throw BackendError(errno: ENOBUFS, message: "\(what): netlink dropped part of the dump (receive buffer overrun)")
-            }
-            for message in messages {
-                guard message.pointee.nlmsg_seq == seq, message.pointee.nlmsg_pid == portID else { continue }
+        var finished = false
+        while !finished {
+            let received = try receive(blocking: true) { message throws(BackendError) in
+                guard !finished, message.pointee.nlmsg_seq == seq, message.pointee.nlmsg_pid == portID else { return }
                 switch Int32(message.pointee.nlmsg_type) {
                 case NLMSG_DONE:
                     // A dump that failed part-way ends with DONE carrying a negative errno.
@@ -85,14 +83,19 @@ extension NetlinkSocket {
                         let code = mnl_nlmsg_get_payload(message).loadUnaligned(as: Int32.self)
                         if code < 0 { throw BackendError(errno: -code, message: "\(what): \(errorText(-code))") }
                     }
-                    return
+                    finished = true
                 case NLMSG_ERROR:
                     guard let ack = Ack(message) else { throw BackendError(errno: EPROTO, message: "\(what): malformed netlink error message") }
-                    if ack.errno == 0 { return }
-                    throw BackendError(errno: ack.errno, message: "\(what): \(errorText(ack.errno))" + (ack.text.map { " (\($0))" } ?? ""))
+                    if ack.errno != 0 {
+                        throw BackendError(errno: ack.errno, message: "\(what): \(errorText(ack.errno))" + (ack.text.map { " (\($0))" } ?? ""))
+                    }
+                    finished = true
                 default:
                     if let entry = ConntrackMessage.parse(message, family: family) { body(entry) }
                 }
+            }
+            if received == .overrun {
+                throw BackendError(errno: ENOBUFS, message: "\(what): netlink dropped part of the dump (receive buffer overrun)")
             }
         }
     }
@@ -132,13 +135,10 @@ extension NetlinkSocket {
             // sendmsg, so they are already queued).
             var pending = chunk.count
             while pending > 0 {
-                guard case .messages(let messages) = try receive(blocking: true) else {
-                    throw BackendError(errno: ENOBUFS, message: "deleting conntrack entries: acks were lost (netlink receive buffer overrun); \(deleted) deleted so far")
-                }
-                for message in messages where message.pointee.nlmsg_pid == portID {
-                    guard let ack = Ack(message) else { continue }
+                let received = try receive(blocking: true) { message throws(BackendError) in
+                    guard message.pointee.nlmsg_pid == portID, let ack = Ack(message) else { return }
                     let index = ack.seq &- firstSeq
-                    guard index < UInt32(chunk.count) else { continue }
+                    guard index < UInt32(chunk.count) else { return }
                     pending -= 1
                     switch ack.errno {
                     case 0: deleted += 1
@@ -147,6 +147,9 @@ extension NetlinkSocket {
                         failures += 1
                         if failure == nil { failure = (chunk[chunk.startIndex + Int(index)], ack) }
                     }
+                }
+                if received == .overrun {
+                    throw BackendError(errno: ENOBUFS, message: "deleting conntrack entries: acks were lost (netlink receive buffer overrun); \(deleted) deleted so far")
                 }
             }
         }

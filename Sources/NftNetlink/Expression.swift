@@ -117,22 +117,30 @@ enum Register {
 /// statements and elements themselves do not say which kind of set they meet.
 struct SetCatalog {
     private var sets: [Name: NamedSet] = [:]
+    /// The concatenated interval sets, asked about for every lookup lowered or raised: a
+    /// membership test costs less than copying a definition out of `sets`.
+    private var concatenatedIntervals: Set<Name> = []
 
     init(_ sets: [NamedSet] = []) {
         for set in sets { add(set) }
     }
 
-    mutating func add(_ set: NamedSet) { sets[set.name] = set.withoutElements }
+    mutating func add(_ set: NamedSet) {
+        sets[set.name] = set.withoutElements
+        if set.isConcatenatedInterval { concatenatedIntervals.insert(set.name) } else { concatenatedIntervals.remove(set.name) }
+    }
 
     /// Adds (or replaces with) every definition of `other`.
-    mutating func add(contentsOf other: SetCatalog) { sets.merge(other.sets) { _, theirs in theirs } }
+    mutating func add(contentsOf other: SetCatalog) {
+        for set in other.sets.values { add(set) }
+    }
 
     subscript(_ name: Name) -> NamedSet? { sets[name] }
 
     var names: Set<Name> { Set(sets.keys) }
 
     /// Whether lookups into `name` convert host-order key fields to network order first.
-    func isConcatenatedInterval(_ name: Name) -> Bool { sets[name]?.isConcatenatedInterval ?? false }
+    func isConcatenatedInterval(_ name: Name) -> Bool { concatenatedIntervals.contains(name) }
 }
 
 extension NamedSet {

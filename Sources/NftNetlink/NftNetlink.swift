@@ -6,7 +6,7 @@ import Glibc
 import Musl
 #endif
 
-/// The kernel backend: lowers a transaction into one atomic nfnetlink batch through libnftnl,
+/// The kernel backend: lowers a transaction into one atomic nfnetlink batch, written directly,
 /// and reads nftproxy's own tables back into the IR.
 ///
 /// Each call opens its own NETLINK_NETFILTER socket (in `netnsPath`'s network namespace when
@@ -35,7 +35,7 @@ public struct NetlinkBackend: RulesetBackend {
         let socket = try NetlinkSocket(netnsPath: netnsPath)
         var generation = fixedGeneration
         let catalogs = try setCatalogs(transaction, socket: socket, generation: &generation)
-        let batch = try Batch(firstSeq: socket.nextSeq())
+        let batch = Batch(firstSeq: socket.nextSeq())
         var setID: UInt32 = 1
         for (index, operation) in transaction.operations.enumerated() {
             do {
@@ -44,7 +44,7 @@ public struct NetlinkBackend: RulesetBackend {
                 throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
             }
         }
-        try batch.end()
+        batch.end()
         _ = socket.reserveSeqs(batch.messageCount - 1)
 
         // Only errors are acknowledged (plus BATCH_END on kernels ≥ 6.10), so a receive buffer
@@ -93,13 +93,14 @@ public struct NetlinkBackend: RulesetBackend {
         var errors: [Ack] = []
         var overrun = false
         drain: while true {
-            switch try socket.receive(blocking: false) {
+            let received = try socket.receive(blocking: false) { message throws(BackendError) in
+                guard message.pointee.nlmsg_pid == socket.portID else { return }
+                if let ack = Ack(message), ack.errno != 0 { errors.append(ack) }
+            }
+            switch received {
             case .empty: break drain
             case .overrun: overrun = true
-            case .messages(let messages):
-                for message in messages where message.pointee.nlmsg_pid == socket.portID {
-                    if let ack = Ack(message), ack.errno != 0 { errors.append(ack) }
-                }
+            case .messages: break
             }
         }
         guard let first = errors.first else {
@@ -120,24 +121,33 @@ public struct NetlinkBackend: RulesetBackend {
         throw BackendError(errno: first.errno, operation: operation, message: message)
     }
 
-    /// Reads the named tables; absent ones are left out. Only these tables are requested: the
-    /// table, its sets, each set's elements and each chain's rules by name. Chains are the one
-    /// dump the kernel cannot filter by table (6.18 ignores NFTA_CHAIN_TABLE there), so the
-    /// family's chain headers arrive and those of other tables are dropped on receipt.
+    /// Reads the named tables; absent ones are left out. Per family, tables, sets and chains come
+    /// in one dump each, whatever the number of tables asked for, and those of other tables are
+    /// dropped on receipt; then each set's elements and each chain's rules (see `TableReader`).
     /// Elements are returned in key order, everything else in kernel order.
     public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
         let socket = try NetlinkSocket(netnsPath: netnsPath)
-        let reader = TableReader(socket: socket)
+        return try consistently(socket) { () throws(BackendError) in Ruleset(tables: try TableReader(socket: socket).read(tables)) }
+    }
+
+    /// Every ip and ip6 table in the namespace, ours or not, in the kernel's order, from one
+    /// NFT_MSG_GETTABLE dump that reads none of their contents. Tables of the other families
+    /// (inet, arp, bridge, netdev), and names nftproxy could not have written, are left out:
+    /// `TableRef` cannot name them, and none of them is nftproxy's.
+    public func listTables() throws(BackendError) -> [TableRef] {
+        let socket = try NetlinkSocket(netnsPath: netnsPath)
+        return try TableReader(socket: socket).listTables(family: UInt8(AF_UNSPEC)).compactMap(\.ref)
+    }
+
+    /// Runs `body` until the generation is the same before and after it, so that what it read
+    /// belongs to one generation (a commit while reading may mix two), at most five times.
+    private func consistently<T>(_ socket: NetlinkSocket, _ body: () throws(BackendError) -> T) throws(BackendError) -> T {
         var lastError: BackendError?
         for _ in 0..<5 {
             do {
                 let before = try socket.generation()
-                var ruleset = Ruleset()
-                for ref in tables {
-                    if let table = try reader.read(ref) { ruleset.tables.append(table) }
-                }
-                // A commit while reading may have mixed two generations: read again.
-                if try socket.generation() == before { return ruleset }
+                let value = try body()
+                if try socket.generation() == before { return value }
                 lastError = BackendError(errno: EINTR, message: "the ruleset changed while it was being read")
             } catch where error.errno == EINTR {
                 lastError = error

@@ -8,45 +8,35 @@ import Musl
 #endif
 
 extension NetlinkSocket {
-    /// Sends one GET request and hands each reply message to `body`, until NLMSG_DONE (dump),
-    /// the single reply (plain get) or an error. A dump the kernel marks inconsistent
-    /// (NLM_F_DUMP_INTR: the ruleset changed meanwhile) throws EINTR so the caller re-reads.
-    func request(_ type: nf_tables_msg_types, family: UInt16, dump: Bool,
-                 build: (UnsafeMutablePointer<nlmsghdr>) throws(LoweringError) -> Void,
+    /// Sends one GET request (its string attributes, e.g. NFTA_RULE_TABLE and NFTA_RULE_CHAIN, in
+    /// order) and hands each reply message to `body`, until NLMSG_DONE (dump), the single reply
+    /// (plain get) or an error. A dump the kernel marks inconsistent (NLM_F_DUMP_INTR: the ruleset
+    /// changed meanwhile) throws EINTR so the caller re-reads.
+    func request(_ type: nf_tables_msg_types, family: UInt8, dump: Bool, _ names: (type: UInt16, value: String)...,
                  each body: (UnsafePointer<nlmsghdr>) throws(BackendError) -> Void) throws(BackendError) {
         let seq = nextSeq()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 16)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        guard let base = buffer.baseAddress,
-              let header = nftnl_nlmsg_build_hdr(base.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family,
-                                                 UInt16(dump ? NLM_F_DUMP : 0) | UInt16(NLM_F_REQUEST), seq) else {
-            throw BackendError(errno: ENOMEM, message: "cannot build a netlink request")
-        }
-        do { try build(header) } catch { throw BackendError(errno: EINVAL, message: "cannot build a netlink request: \(error.message)") }
-        try send(UnsafeRawBufferPointer(start: header, count: Int(header.pointee.nlmsg_len)))
-
-        while true {
-            guard case .messages(let messages) = try receive(blocking: true) else {
-                throw BackendError(errno: ENOBUFS, message: "netlink dropped part of a dump (receive buffer overrun)")
-            }
-            for message in messages {
+        try sendRequest(type: UInt16(type.rawValue), family: family, flags: UInt16(NLM_F_REQUEST) | (dump ? UInt16(NLM_F_DUMP) : 0),
+                        seq: seq, names: names)
+        var finished = false
+        while !finished {
+            let status = try receive(blocking: true) { message throws(BackendError) in
                 // Skip anything that is not the answer to this request (there should be nothing).
-                guard message.pointee.nlmsg_seq == seq, message.pointee.nlmsg_pid == portID else { continue }
+                guard !finished, message.pointee.nlmsg_seq == seq, message.pointee.nlmsg_pid == portID else { return }
                 switch Int32(message.pointee.nlmsg_type) {
                 case NLMSG_DONE:
                     if message.pointee.nlmsg_flags & UInt16(NLM_F_DUMP_INTR) != 0 { throw BackendError(errno: EINTR, message: "dump interrupted") }
-                    return
+                    finished = true
                 case NLMSG_ERROR:
                     guard let ack = Ack(message) else { throw BackendError(errno: EPROTO, message: "malformed netlink error message") }
-                    if ack.errno == 0 { return }
+                    if ack.errno == 0 { finished = true; return }
                     throw BackendError(errno: ack.errno, message: "\(Self.name(type)): \(errorText(ack.errno))" + (ack.text.map { " (\($0))" } ?? ""))
                 default:
                     if message.pointee.nlmsg_flags & UInt16(NLM_F_DUMP_INTR) != 0 { throw BackendError(errno: EINTR, message: "dump interrupted") }
                     try body(message)
-                    if !dump { return }
+                    if !dump { finished = true }
                 }
             }
+            if status == .overrun { throw BackendError(errno: ENOBUFS, message: "netlink dropped part of a dump (receive buffer overrun)") }
         }
     }
 
@@ -54,7 +44,7 @@ extension NetlinkSocket {
     static func name(_ type: nf_tables_msg_types) -> String {
         switch type {
         case NFT_MSG_GETGEN: "reading the ruleset generation (NFT_MSG_GETGEN)"
-        case NFT_MSG_GETTABLE: "reading a table (NFT_MSG_GETTABLE)"
+        case NFT_MSG_GETTABLE: "listing tables (NFT_MSG_GETTABLE)"
         case NFT_MSG_GETCHAIN: "listing chains (NFT_MSG_GETCHAIN)"
         case NFT_MSG_GETRULE: "listing rules (NFT_MSG_GETRULE)"
         case NFT_MSG_GETSET: "listing sets (NFT_MSG_GETSET)"
@@ -66,79 +56,103 @@ extension NetlinkSocket {
     /// The ruleset generation id (NFT_MSG_GETGEN): per network namespace, +1 per commit.
     func generation() throws(BackendError) -> UInt32 {
         var generation: UInt32?
-        try request(NFT_MSG_GETGEN, family: UInt16(AF_UNSPEC), dump: false, build: { _ in }) { message throws(BackendError) in
-            guard let gen = try? NftnlGen(), nftnl_gen_nlmsg_parse(message, gen.pointer) >= 0 else {
-                throw BackendError(errno: EPROTO, message: "cannot parse the generation id")
+        try request(NFT_MSG_GETGEN, family: UInt8(AF_UNSPEC), dump: false) { message throws(BackendError) in
+            for attribute in Attributes(message: message) where attribute.type == UInt16(NFTA_GEN_ID.rawValue) {
+                generation = attribute.u32
             }
-            generation = nftnl_gen_get_u32(gen.pointer, Attr.id(NFTNL_GEN_ID))
         }
         guard let generation else { throw BackendError(errno: EPROTO, message: "no generation id in the kernel's answer") }
         return generation
     }
 }
 
-/// Reads tables back into the IR through per-table requests.
+/// A table as NFT_MSG_GETTABLE lists it.
+struct ListedTable {
+    var family: UInt8
+    var name: String
+    var flags: UInt32
+    var comment: Comment?
+
+    /// nftproxy's name for it; nil for a family or a name nftproxy never writes (inet, arp, …).
+    var ref: TableRef? {
+        guard let family = Family.allCases.first(where: { $0.nfproto == self.family }), let name = Name(name) else { return nil }
+        return TableRef(family, name)
+    }
+}
+
+/// Reads tables back into the IR with as few dumps as the kernel allows: per family one dump
+/// each of tables, sets and chains (none of them can be filtered by a list of tables, so
+/// objects of other tables are dropped on receipt, by their table name), then one dump per set
+/// for its elements and one per chain for its rules.
+///
+/// Rules are dumped chain by chain: a whole-table rule dump would cost O(rules²) in the kernel,
+/// which re-walks the table from its first rule for every 32 KiB datagram of answer, while a
+/// chain's dump walks only that chain (and the reader takes its datagrams in one recvmmsg).
 struct TableReader {
     let socket: NetlinkSocket
 
-    /// The table, or nil when it does not exist.
-    func read(_ ref: TableRef) throws(BackendError) -> Table? {
-        let family = UInt16(ref.family.nfproto)
-        var table: Table?
-        do {
-            try socket.request(NFT_MSG_GETTABLE, family: family, dump: false, build: { header throws(LoweringError) in
-                let object = try NftnlTable()
-                nftnl_table_set_str(object.pointer, Attr.id(NFTNL_TABLE_NAME), ref.name.rawValue)
-                nftnl_table_nlmsg_build_payload(header, object.pointer)
-            }) { message throws(BackendError) in
-                table = try parseTable(message, ref: ref)
+    /// Every table of `family` (AF_UNSPEC: of every family), in the kernel's order.
+    func listTables(family: UInt8) throws(BackendError) -> [ListedTable] {
+        var tables: [ListedTable] = []
+        try socket.request(NFT_MSG_GETTABLE, family: family, dump: true) { message throws(BackendError) in
+            tables.append(Self.parseTable(message))
+        }
+        return tables
+    }
+
+    /// The named tables that exist, in the order asked for.
+    func read(_ refs: [TableRef]) throws(BackendError) -> [Table] {
+        var found: [TableRef: Table] = [:]
+        for family in Family.allCases {
+            let wanted = Set(refs.filter { $0.family == family }.map(\.name.rawValue))
+            guard !wanted.isEmpty else { continue }
+            for table in try read(family, wanted) { found[TableRef(table.family, table.name)] = table }
+        }
+        return refs.compactMap { found[$0] }
+    }
+
+    private func read(_ family: Family, _ wanted: Set<String>) throws(BackendError) -> [Table] {
+        var tables = TableIndex()
+        for listed in try listTables(family: family.nfproto) where wanted.contains(listed.name) {
+            guard let ref = listed.ref else { continue }
+            guard listed.flags == 0 else {
+                throw BackendError(errno: EPROTO, message: "table \(ref) has flags 0x\(String(listed.flags, radix: 16)) (dormant or owned), which nftproxy never sets")
             }
-        } catch where error.errno == ENOENT {
-            return nil
+            tables.add(Table(family: family, name: ref.name, comment: listed.comment))
         }
-        guard var table else { return nil }
+        guard !tables.isEmpty else { return [] }
 
-        var sets = try readSets(ref)
-        for index in sets.indices {
-            sets[index].elements = try readElements(of: sets[index], ref: ref)
+        try socket.request(NFT_MSG_GETSET, family: family.nfproto, dump: true) { message throws(BackendError) in
+            guard let index = tables.index(of: message, tableAttribute: UInt16(NFTA_SET_TABLE.rawValue)) else { return }
+            tables.tables[index].sets.append(try SetDecoder.set(message, table: tables.ref(index)))
         }
-        table.sets = sets
-
-        // Chains: the kernel has no table filter for chain dumps, so the family's chains come
-        // back and everything outside this table is dropped unparsed (by its NFTA_CHAIN_TABLE).
-        var chains: [Chain] = []
-        try socket.request(NFT_MSG_GETCHAIN, family: family, dump: true, build: { header throws(LoweringError) in
-            let object = try NftnlChain()
-            nftnl_chain_set_str(object.pointer, Attr.id(NFTNL_CHAIN_TABLE), ref.name.rawValue)
-            nftnl_chain_nlmsg_build_payload(header, object.pointer)
-        }) { message throws(BackendError) in
-            if let chain = try parseChain(message, ref: ref) { chains.append(chain) }
+        var decoder = DumpDecoder()
+        for index in tables.tables.indices {
+            let ref = tables.ref(index)
+            for s in tables.tables[index].sets.indices {
+                tables.tables[index].sets[s].elements = try readElements(of: tables.tables[index].sets[s], ref: ref, decoder: &decoder)
+            }
         }
 
-        // Rules: one dump per chain (NFTA_RULE_TABLE + NFTA_RULE_CHAIN). A whole-table rule dump
-        // would cost O(rules²) in the kernel, which re-walks the table from its first rule for
-        // every 32 KiB of answer; a chain's dump walks only that chain.
-        let catalog = SetCatalog(sets)
-        for index in chains.indices {
-            let chainName = chains[index].name
-            var rules: [Rule] = []
-            try socket.request(NFT_MSG_GETRULE, family: family, dump: true, build: { header throws(LoweringError) in
-                let object = try NftnlRule()
-                nftnl_rule_set_str(object.pointer, Attr.id(NFTNL_RULE_TABLE), ref.name.rawValue)
-                nftnl_rule_set_str(object.pointer, Attr.id(NFTNL_RULE_CHAIN), chainName.rawValue)
-                nftnl_rule_nlmsg_build_payload(header, object.pointer)
-            }) { message throws(BackendError) in
-                if let (chain, rule) = try parseRule(message, ref: ref, sets: catalog) {
-                    guard chain == chainName else {
-                        throw BackendError(errno: EPROTO, message: "table \(ref): asked for the rules of chain \(chainName), got one of \(chain)")
-                    }
-                    rules.append(rule)
+        try socket.request(NFT_MSG_GETCHAIN, family: family.nfproto, dump: true) { message throws(BackendError) in
+            guard let index = tables.index(of: message, tableAttribute: UInt16(NFTA_CHAIN_TABLE.rawValue)) else { return }
+            tables.tables[index].chains.append(try Self.parseChain(message, ref: tables.ref(index)))
+        }
+        for index in tables.tables.indices {
+            let ref = tables.ref(index)
+            let catalog = SetCatalog(tables.tables[index].sets)
+            for c in tables.tables[index].chains.indices {
+                let chain = tables.tables[index].chains[c].name
+                var rules: [Rule] = []
+                try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
+                                   (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
+                                   (UInt16(NFTA_RULE_CHAIN.rawValue), chain.rawValue)) { message throws(BackendError) in
+                    rules.append(try decoder.rule(message, ref: ref, chain: chain, sets: catalog))
                 }
+                tables.tables[index].chains[c].rules = rules
             }
-            chains[index].rules = rules
         }
-        table.chains = chains
-        return table
+        return tables.tables
     }
 
     /// The table's sets and maps, without their elements; none when the table does not exist.
@@ -146,12 +160,9 @@ struct TableReader {
     func readSets(_ ref: TableRef) throws(BackendError) -> [NamedSet] {
         var sets: [NamedSet] = []
         do {
-            try socket.request(NFT_MSG_GETSET, family: UInt16(ref.family.nfproto), dump: true, build: { header throws(LoweringError) in
-                let object = try NftnlSet()
-                nftnl_set_set_str(object.pointer, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue)
-                nftnl_set_nlmsg_build_payload(header, object.pointer)
-            }) { message throws(BackendError) in
-                if let set = try parseSet(message, ref: ref) { sets.append(set) }
+            try socket.request(NFT_MSG_GETSET, family: ref.family.nfproto, dump: true,
+                               (UInt16(NFTA_SET_TABLE.rawValue), ref.name.rawValue)) { message throws(BackendError) in
+                sets.append(try SetDecoder.set(message, table: ref))
             }
         } catch where error.errno == ENOENT {
             return []
@@ -159,44 +170,151 @@ struct TableReader {
         return sets
     }
 
-    private func parseTable(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Table {
-        guard let object = try? NftnlTable(), nftnl_table_nlmsg_parse(message, object.pointer) >= 0 else {
-            throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse the kernel's answer")
+    /// Elements come back in the set backend's (hash) order; they are returned sorted by key,
+    /// the order the compiler produces and `nft list` prints.
+    private func readElements(of set: NamedSet, ref: TableRef, decoder: inout DumpDecoder) throws(BackendError) -> [Element] {
+        var elements: [(order: ElementOrder, element: Element)] = []
+        try socket.request(NFT_MSG_GETSETELEM, family: ref.family.nfproto, dump: true,
+                           (UInt16(NFTA_SET_ELEM_LIST_TABLE.rawValue), ref.name.rawValue),
+                           (UInt16(NFTA_SET_ELEM_LIST_SET.rawValue), set.name.rawValue)) { message throws(BackendError) in
+            for attribute in Attributes(message: message) where attribute.type == UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue) {
+                for element in attribute.nested {
+                    elements.append(try decoder.element(element, set: set, ref: ref))
+                }
+            }
         }
-        let t = object.pointer
-        let flags = nftnl_table_is_set(t, Attr.id(NFTNL_TABLE_FLAGS)) ? nftnl_table_get_u32(t, Attr.id(NFTNL_TABLE_FLAGS)) : 0
-        guard flags == 0 else {
-            throw BackendError(errno: EPROTO, message: "table \(ref) has flags 0x\(String(flags, radix: 16)) (dormant or owned), which nftproxy never sets")
-        }
-        var comment: Comment?
-        if let data = userdata(nftnl_table_is_set(t, Attr.id(NFTNL_TABLE_USERDATA)), { nftnl_table_get_data(t, Attr.id(NFTNL_TABLE_USERDATA), &$0) }) {
-            comment = data.string(K.udataTableComment).map(Comment.init)
-        }
-        return Table(family: ref.family, name: ref.name, comment: comment)
+        // Sort plain (key, position) pairs and gather once: sorting the elements themselves
+        // would copy each (arrays, strings) at every move.
+        var order = elements.indices.map { (key: elements[$0].order, index: $0) }
+        order.sort { $0.key < $1.key }
+        return order.map { elements[$0.index].element }
     }
 
-    private func parseSet(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> NamedSet? {
-        guard let object = try? NftnlSet(), nftnl_set_nlmsg_parse(message, object.pointer) >= 0 else {
-            throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse a set")
+    private static func parseTable(_ message: UnsafePointer<nlmsghdr>) -> ListedTable {
+        let family = UnsafeRawPointer(message).load(fromByteOffset: MemoryLayout<nlmsghdr>.size, as: nfgenmsg.self).nfgen_family
+        var table = ListedTable(family: family, name: "", flags: 0)
+        for attribute in Attributes(message: message) {
+            switch Int(attribute.type) {
+            case Int(NFTA_TABLE_NAME.rawValue): table.name = attribute.string
+            case Int(NFTA_TABLE_FLAGS.rawValue): table.flags = attribute.u32
+            case Int(NFTA_TABLE_USERDATA.rawValue):
+                table.comment = Userdata(bytes: Array(attribute.value)).string(K.udataTableComment).map(Comment.init)
+            default: break
+            }
         }
-        let s = object.pointer
-        guard let table = Attr.string(nftnl_set_get_str(s, Attr.id(NFTNL_SET_TABLE))), table == ref.name.rawValue else { return nil }
-        let rawName = Attr.string(nftnl_set_get_str(s, Attr.id(NFTNL_SET_NAME))) ?? "?"
+        return table
+    }
+
+    private static func parseChain(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Chain {
+        var rawName = "?"
+        var hookNumber: UInt32?
+        var priority: Int32 = 0
+        var typeName = "?"
+        var policy = UInt32(NF_ACCEPT)
+        for attribute in Attributes(message: message) {
+            switch Int(attribute.type) {
+            case Int(NFTA_CHAIN_NAME.rawValue): rawName = attribute.string
+            case Int(NFTA_CHAIN_TYPE.rawValue): typeName = attribute.string
+            case Int(NFTA_CHAIN_POLICY.rawValue): policy = attribute.u32
+            case Int(NFTA_CHAIN_HOOK.rawValue):
+                for field in attribute.nested {
+                    switch Int(field.type) {
+                    case Int(NFTA_HOOK_HOOKNUM.rawValue): hookNumber = field.u32
+                    case Int(NFTA_HOOK_PRIORITY.rawValue): priority = Int32(bitPattern: field.u32)
+                    default: break
+                    }
+                }
+            default: break
+            }
+        }
+        func unexpected(_ what: String) -> BackendError {
+            BackendError(errno: EPROTO, message: "table \(ref): chain \(rawName) \(what), which nftproxy does not write (edited by hand or by another tool?)")
+        }
+        guard let name = Name(rawName) else { throw unexpected("has an invalid name") }
+        guard let hookNumber else { return Chain(name) }
+        guard let hook = [Hook.prerouting, .input, .forward, .output, .postrouting].first(where: { $0.number == hookNumber }) else {
+            throw unexpected("hooks into \(hookNumber)")
+        }
+        guard let type = ChainType(rawValue: typeName) else { throw unexpected("has type \(typeName)") }
+        guard policy == UInt32(NF_ACCEPT) else { throw unexpected("has policy drop") }
+        return Chain(name, base: BaseChain(type: type, hook: hook, priority: PriorityName.priority(priority, type: type, hook: hook)))
+    }
+}
+
+/// The tables being read, found by the table name attribute of each dumped object. Objects come
+/// table by table, so the last table found is tried first.
+private struct TableIndex {
+    var tables: [Table] = []
+    private var byName: [String: Int] = [:]
+    private var last: Int?
+
+    var isEmpty: Bool { tables.isEmpty }
+
+    mutating func add(_ table: Table) {
+        byName[table.name.rawValue] = tables.count
+        tables.append(table)
+    }
+
+    func ref(_ index: Int) -> TableRef { TableRef(tables[index].family, tables[index].name) }
+
+    /// The index of the table `message` belongs to; nil for another table's object.
+    mutating func index(of message: UnsafePointer<nlmsghdr>, tableAttribute: UInt16) -> Int? {
+        for attribute in Attributes(message: message) where attribute.type == tableAttribute {
+            if let last, attribute.holds(tables[last].name.rawValue) { return last }
+            last = byName[attribute.string]
+            return last
+        }
+        return nil
+    }
+}
+
+/// NFT_MSG_NEWSET (as dumped) → `NamedSet`, refusing every attribute nftproxy does not write.
+enum SetDecoder {
+    static func set(_ message: UnsafePointer<nlmsghdr>, table ref: TableRef) throws(BackendError) -> NamedSet {
+        var rawName = "?"
+        var rawFlags: UInt32 = 0, keyType: UInt32 = 0, keyLength: UInt32 = 0, dataType: UInt32 = 0, dataLength: UInt32 = 0
+        var timeout: UInt64 = 0
+        var size: UInt32?
+        var lengths: [UInt8] = []
+        var comment: Comment?
+        for attribute in Attributes(message: message) {
+            switch Int(attribute.type) {
+            case Int(NFTA_SET_NAME.rawValue): rawName = attribute.string
+            case Int(NFTA_SET_FLAGS.rawValue): rawFlags = attribute.u32
+            case Int(NFTA_SET_KEY_TYPE.rawValue): keyType = attribute.u32
+            case Int(NFTA_SET_KEY_LEN.rawValue): keyLength = attribute.u32
+            case Int(NFTA_SET_DATA_TYPE.rawValue): dataType = attribute.u32
+            case Int(NFTA_SET_DATA_LEN.rawValue): dataLength = attribute.u32
+            case Int(NFTA_SET_TIMEOUT.rawValue): timeout = attribute.u64
+            case Int(NFTA_SET_USERDATA.rawValue):
+                comment = Userdata(bytes: Array(attribute.value)).string(K.udataSetComment).map(Comment.init)
+            case Int(NFTA_SET_DESC.rawValue):
+                for field in attribute.nested {
+                    switch Int(field.type) {
+                    case Int(NFTA_SET_DESC_SIZE.rawValue): size = field.u32
+                    case Int(NFTA_SET_DESC_CONCAT.rawValue):
+                        for element in field.nested {
+                            for length in element.nested where length.type == UInt16(NFTA_SET_FIELD_LEN.rawValue) {
+                                lengths.append(UInt8(truncatingIfNeeded: length.u32))
+                            }
+                        }
+                    default: break
+                    }
+                }
+            default: break
+            }
+        }
         func unexpected(_ what: String) -> BackendError {
             BackendError(errno: EPROTO, message: "table \(ref): set \(rawName) \(what), which nftproxy does not write (edited by hand or by another tool?)")
         }
         guard let name = Name(rawName) else { throw unexpected("has an invalid name") }
-        func has(_ attribute: nftnl_set_attr) -> Bool { nftnl_set_is_set(s, Attr.id(attribute)) }
-        func u32(_ attribute: nftnl_set_attr) -> UInt32 { nftnl_set_get_u32(s, Attr.id(attribute)) }
-
-        let rawFlags = u32(NFTNL_SET_FLAGS)
         let known = K.setMap | K.setInterval | K.setConcat | K.setTimeout | K.setEval
         guard rawFlags & ~known == 0 else { throw unexpected("has flags 0x\(String(rawFlags, radix: 16))") }
         var flags: SetFlags = []
         if rawFlags & K.setInterval != 0 { flags.insert(.interval) }
         if rawFlags & K.setTimeout != 0 { flags.insert(.timeout) }
         if rawFlags & K.setEval != 0 { flags.insert(.dynamic) }
-        guard let key = KeyType.types(id: u32(NFTNL_SET_KEY_TYPE)), Int(u32(NFTNL_SET_KEY_LEN)) == KeyType.length(key) else {
+        guard let key = KeyType.types(id: keyType), Int(keyLength) == KeyType.length(key) else {
             throw unexpected("has a key type nftproxy does not use")
         }
         // nftproxy's interval sets are concatenations, which nft marks NFT_SET_CONCAT (pipapo) with each field's length.
@@ -205,162 +323,25 @@ struct TableReader {
             throw unexpected("has flags 0x\(String(rawFlags, radix: 16)) for a \(key.count)-field key")
         }
         if concatenatedInterval {
-            var count: UInt32 = 0
-            let lengths = Attr.bytes(nftnl_set_get_data(s, Attr.id(NFTNL_SET_DESC_CONCAT), &count), count)
             guard lengths == key.map({ UInt8($0.length) }) else { throw unexpected("has field lengths \(lengths)") }
         }
         var isMap = false
         var data: [DataType] = []
         if rawFlags & K.setMap != 0 {
-            if u32(NFTNL_SET_DATA_TYPE) == K.dataVerdict {
+            if dataType == K.dataVerdict {
                 isMap = true
-            } else if let types = KeyType.types(id: u32(NFTNL_SET_DATA_TYPE)), Int(u32(NFTNL_SET_DATA_LEN)) == KeyType.length(types) {
+            } else if let types = KeyType.types(id: dataType), Int(dataLength) == KeyType.length(types) {
                 data = types
             } else {
                 throw unexpected("maps to a type nftproxy does not use")
             }
         }
-        if has(NFTNL_SET_TIMEOUT), nftnl_set_get_u64(s, Attr.id(NFTNL_SET_TIMEOUT)) != 0 { throw unexpected("has a default timeout") }
+        if timeout != 0 { throw unexpected("has a default timeout") }
         // The kernel keeps a size only when one was given, except that a dynset binding a set
         // without one gives it 65535 (and `nft list` shows `size 65535`): that is the IR's nil,
         // the kernel's default, not drift. (So a dynamic set declared with size 65535 reads back without.)
-        var size = has(NFTNL_SET_DESC_SIZE) && u32(NFTNL_SET_DESC_SIZE) != 0 ? u32(NFTNL_SET_DESC_SIZE) : nil
-        if flags.contains(.dynamic), size == 65535 { size = nil }
-        var comment: Comment?
-        if let udata = userdata(has(NFTNL_SET_USERDATA), { nftnl_set_get_data(s, Attr.id(NFTNL_SET_USERDATA), &$0) }) {
-            comment = udata.string(K.udataSetComment).map(Comment.init)
-        }
+        if size == 0 || (flags.contains(.dynamic) && size == 65535) { size = nil }
         return NamedSet(name, key: key, isMap: isMap, data: data, flags: flags, size: size, comment: comment)
-    }
-
-    /// Elements come back in the set backend's (hash) order; they are returned sorted by key,
-    /// the order the compiler produces and `nft list` prints.
-    private func readElements(of set: NamedSet, ref: TableRef) throws(BackendError) -> [Element] {
-        var elements: [(order: ElementOrder, element: Element)] = []
-        try socket.request(NFT_MSG_GETSETELEM, family: UInt16(ref.family.nfproto), dump: true, build: { header throws(LoweringError) in
-            let object = try NftnlSet()
-            nftnl_set_set_str(object.pointer, Attr.id(NFTNL_SET_TABLE), ref.name.rawValue)
-            nftnl_set_set_str(object.pointer, Attr.id(NFTNL_SET_NAME), set.name.rawValue)
-            nftnl_set_elems_nlmsg_build_payload(header, object.pointer)
-        }) { message throws(BackendError) in
-            guard let object = try? NftnlSet(), nftnl_set_elems_nlmsg_parse(message, object.pointer) >= 0 else {
-                throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse the elements of \(set.name)")
-            }
-            guard let iterator = nftnl_set_elems_iter_create(object.pointer) else { throw BackendError(errno: ENOMEM, message: "out of memory") }
-            defer { nftnl_set_elems_iter_destroy(iterator) }
-            while let e = nftnl_set_elems_iter_next(iterator) {
-                elements.append(try parseElement(e, set: set, ref: ref))
-            }
-        }
-        return elements.sorted { $0.order < $1.order }.map(\.element)
-    }
-
-    private func parseElement(_ e: OpaquePointer, set: NamedSet, ref: TableRef) throws(BackendError) -> (ElementOrder, Element) {
-        func unexpected(_ what: String) -> BackendError {
-            BackendError(errno: EPROTO, message: "table \(ref): an element of \(set.name) \(what), which nftproxy does not write")
-        }
-        func has(_ attribute: Int) -> Bool { nftnl_set_elem_is_set(e, Attr.id(attribute)) }
-        func bytes(_ attribute: Int) -> [UInt8]? {
-            var length: UInt32 = 0
-            guard has(attribute), let pointer = nftnl_set_elem_get(e, Attr.id(attribute), &length) else { return nil }
-            return Attr.bytes(pointer, length)
-        }
-        guard let keyBytes = bytes(NFTNL_SET_ELEM_KEY) else { throw unexpected("has no key") }
-        let endBytes = bytes(NFTNL_SET_ELEM_KEY_END)
-        guard (endBytes != nil) == set.isConcatenatedInterval else { throw unexpected(endBytes == nil ? "has no end key" : "has an end key") }
-        guard let key = ElementKey.decode(low: keyBytes, high: endBytes ?? keyBytes, types: set.key) else {
-            throw unexpected("has a key that does not decode")
-        }
-        if has(NFTNL_SET_ELEM_FLAGS), nftnl_set_elem_get_u32(e, Attr.id(NFTNL_SET_ELEM_FLAGS)) != 0 { throw unexpected("has flags") }
-        guard !has(NFTNL_SET_ELEM_EXPR), !has(NFTNL_SET_ELEM_EXPRESSIONS), !has(NFTNL_SET_ELEM_OBJREF) else { throw unexpected("has expressions") }
-        // Entries of a timeout set come with their timeout and time left, which the IR leaves out.
-        guard set.flags.contains(.timeout) || (!has(NFTNL_SET_ELEM_TIMEOUT) && !has(NFTNL_SET_ELEM_EXPIRATION)) else {
-            throw unexpected("has a timeout")
-        }
-        var verdict: Verdict?
-        var data: [KeyValue] = []
-        if set.isMap {
-            guard has(NFTNL_SET_ELEM_VERDICT) else { throw unexpected("has no verdict") }
-            let code = Int32(bitPattern: nftnl_set_elem_get_u32(e, Attr.id(NFTNL_SET_ELEM_VERDICT)))
-            let chain = has(NFTNL_SET_ELEM_CHAIN) ? Attr.string(nftnl_set_elem_get_str(e, Attr.id(NFTNL_SET_ELEM_CHAIN))) : nil
-            guard let decoded = Raising.verdict(code: code, chain: chain) else { throw unexpected("has verdict \(code)") }
-            verdict = decoded
-        } else if has(NFTNL_SET_ELEM_VERDICT) {
-            throw unexpected("has a verdict outside a verdict map")
-        }
-        if !set.data.isEmpty {
-            guard let dataBytes = bytes(NFTNL_SET_ELEM_DATA), let decoded = ElementKey.decode(dataBytes, types: set.data) else {
-                throw unexpected("has no data, or data that does not decode")
-            }
-            data = decoded
-        } else if has(NFTNL_SET_ELEM_DATA) {
-            throw unexpected("has data outside a data map")
-        }
-        var comment: Comment?
-        if let userdata = bytes(NFTNL_SET_ELEM_USERDATA) {
-            comment = Userdata(bytes: userdata).string(K.udataSetElemComment).map(Comment.init)
-        }
-        return (ElementOrder(keyBytes), Element(key, verdict: verdict, data: data, comment: comment))
-    }
-
-    private func parseChain(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Chain? {
-        guard let object = try? NftnlChain(), nftnl_chain_nlmsg_parse(message, object.pointer) >= 0 else {
-            throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse a chain")
-        }
-        let c = object.pointer
-        guard let table = Attr.string(nftnl_chain_get_str(c, Attr.id(NFTNL_CHAIN_TABLE))), table == ref.name.rawValue else { return nil }
-        let rawName = Attr.string(nftnl_chain_get_str(c, Attr.id(NFTNL_CHAIN_NAME))) ?? "?"
-        func unexpected(_ what: String) -> BackendError {
-            BackendError(errno: EPROTO, message: "table \(ref): chain \(rawName) \(what), which nftproxy does not write (edited by hand or by another tool?)")
-        }
-        guard let name = Name(rawName) else { throw unexpected("has an invalid name") }
-        guard nftnl_chain_is_set(c, Attr.id(NFTNL_CHAIN_HOOKNUM)) else { return Chain(name) }
-        let hookNumber = nftnl_chain_get_u32(c, Attr.id(NFTNL_CHAIN_HOOKNUM))
-        guard let hook = [Hook.prerouting, .input, .forward, .output, .postrouting].first(where: { $0.number == hookNumber }) else {
-            throw unexpected("hooks into \(hookNumber)")
-        }
-        let typeName = Attr.string(nftnl_chain_get_str(c, Attr.id(NFTNL_CHAIN_TYPE))) ?? "?"
-        guard let type = ChainType(rawValue: typeName) else { throw unexpected("has type \(typeName)") }
-        if nftnl_chain_is_set(c, Attr.id(NFTNL_CHAIN_POLICY)), nftnl_chain_get_u32(c, Attr.id(NFTNL_CHAIN_POLICY)) != UInt32(NF_ACCEPT) {
-            throw unexpected("has policy drop")
-        }
-        let priority = PriorityName.priority(nftnl_chain_get_s32(c, Attr.id(NFTNL_CHAIN_PRIO)), type: type, hook: hook)
-        return Chain(name, base: BaseChain(type: type, hook: hook, priority: priority))
-    }
-
-    private func parseRule(_ message: UnsafePointer<nlmsghdr>, ref: TableRef, sets: SetCatalog) throws(BackendError) -> (Name, Rule)? {
-        guard let object = try? NftnlRule(), nftnl_rule_nlmsg_parse(message, object.pointer) >= 0 else {
-            throw BackendError(errno: EPROTO, message: "table \(ref): cannot parse a rule")
-        }
-        let r = object.pointer
-        guard let table = Attr.string(nftnl_rule_get_str(r, Attr.id(NFTNL_RULE_TABLE))), table == ref.name.rawValue else { return nil }
-        let chainName = Attr.string(nftnl_rule_get_str(r, Attr.id(NFTNL_RULE_CHAIN))) ?? "?"
-        guard let chain = Name(chainName) else {
-            throw BackendError(errno: EPROTO, message: "table \(ref): a rule in chain \(chainName), which is not a valid name")
-        }
-        var expressions: [Expression] = []
-        guard let iterator = nftnl_expr_iter_create(r) else { throw BackendError(errno: ENOMEM, message: "out of memory") }
-        while let e = nftnl_expr_iter_next(iterator) {
-            expressions.append(ExpressionCodec.read(e))
-        }
-        nftnl_expr_iter_destroy(iterator)
-        guard let statements = Raising.rule(expressions, family: ref.family, sets: sets) else {
-            let handle = nftnl_rule_get_u64(r, Attr.id(NFTNL_RULE_HANDLE))
-            throw BackendError(errno: EPROTO, message: "table \(ref): chain \(chain): rule (handle \(handle)) is not one nftproxy writes (edited by hand or by another tool?): "
-                               + expressions.map { "[ \($0) ]" }.joined(separator: " "))
-        }
-        var comment: Comment?
-        if let data = userdata(nftnl_rule_is_set(r, Attr.id(NFTNL_RULE_USERDATA)), { nftnl_rule_get_data(r, Attr.id(NFTNL_RULE_USERDATA), &$0) }) {
-            comment = data.string(K.udataRuleComment).map(Comment.init)
-        }
-        return (chain, Rule(statements, comment: comment))
-    }
-
-    private func userdata(_ isSet: Bool, _ get: (inout UInt32) -> UnsafeRawPointer?) -> Userdata? {
-        guard isSet else { return nil }
-        var length: UInt32 = 0
-        guard let pointer = get(&length) else { return nil }
-        return Userdata(bytes: Attr.bytes(pointer, length))
     }
 }
 
@@ -394,13 +375,16 @@ struct ElementOrder: Comparable {
     private var head: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     private var tail: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
 
-    init(_ bytes: [UInt8]) {
-        var words = [UInt64](repeating: 0, count: 8)
-        for (index, byte) in bytes.prefix(64).enumerated() {
-            words[index / 8] |= UInt64(byte) << (56 - 8 * UInt64(index % 8))
+    init(_ bytes: some Collection<UInt8>) {
+        var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &words) { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for (index, byte) in bytes.prefix(64).enumerated() {
+                words[index / 8] |= UInt64(byte) << (56 - 8 * UInt64(index % 8))
+            }
         }
-        head = (words[0], words[1], words[2], words[3])
-        tail = (words[4], words[5], words[6], words[7])
+        head = (words.0, words.1, words.2, words.3)
+        tail = (words.4, words.5, words.6, words.7)
     }
 
     static func == (lhs: ElementOrder, rhs: ElementOrder) -> Bool { lhs.head == rhs.head && lhs.tail == rhs.tail }

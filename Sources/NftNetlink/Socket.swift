@@ -16,10 +16,18 @@ final class NetlinkSocket {
     let fd: Int32
     let portID: UInt32
     private var lastSeq: UInt32 = 0
-    /// Large enough for any datagram the kernel sends us (dumps fill at most 32 KiB skbs).
-    private var receiveBuffer: UnsafeMutableRawBufferPointer
+    /// `datagramsPerReceive` buffers of `datagramSize` bytes, one per datagram of a recvmmsg.
+    private let receiveArea: UnsafeMutableRawBufferPointer
+    private let receiveVectors: UnsafeMutableBufferPointer<iovec>
+    private let receiveLengths: UnsafeMutableBufferPointer<Int>
+    /// Where requests are written: a header and at most two names of at most 256 bytes.
+    private let requestBuffer: UnsafeMutableRawBufferPointer
 
-    static let receiveBufferSize = 256 * 1024
+    /// Larger than any datagram the kernel sends us (dumps fill at most 32 KiB skbs).
+    static let datagramSize = 64 * 1024
+    /// A dump's datagrams are built one by one as they are received, so a 2 MiB receive area
+    /// takes up to 32 of them per system call.
+    static let datagramsPerReceive = 32
 
     init(netnsPath: String?) throws(BackendError) {
         let opened: OpaquePointer
@@ -31,7 +39,13 @@ final class NetlinkSocket {
         socket = opened
         fd = mnl_socket_get_fd(opened)
         portID = mnl_socket_get_portid(opened)
-        receiveBuffer = .allocate(byteCount: NetlinkSocket.receiveBufferSize, alignment: 16)
+        receiveArea = .allocate(byteCount: NetlinkSocket.datagramSize * NetlinkSocket.datagramsPerReceive, alignment: 16)
+        receiveVectors = .allocate(capacity: NetlinkSocket.datagramsPerReceive)
+        receiveLengths = .allocate(capacity: NetlinkSocket.datagramsPerReceive)
+        requestBuffer = .allocate(byteCount: 1024, alignment: 16)
+        for index in 0..<NetlinkSocket.datagramsPerReceive {
+            receiveVectors[index] = iovec(iov_base: receiveArea.baseAddress! + index * NetlinkSocket.datagramSize, iov_len: NetlinkSocket.datagramSize)
+        }
         var one: Int32 = 1
         // Errors carry the kernel's text (NETLINK_EXT_ACK) and do not echo our request (NETLINK_CAP_ACK).
         _ = mnl_socket_setsockopt(opened, Int32(NETLINK_EXT_ACK), &one, socklen_t(MemoryLayout<Int32>.size))
@@ -40,14 +54,16 @@ final class NetlinkSocket {
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         guard setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
             let code = errno
-            receiveBuffer.deallocate()
             mnl_socket_close(opened)
             throw BackendError(errno: code, message: "cannot set the netlink receive timeout: \(errorText(code))")
         }
     }
 
     deinit {
-        receiveBuffer.deallocate()
+        receiveArea.deallocate()
+        receiveVectors.deallocate()
+        receiveLengths.deallocate()
+        requestBuffer.deallocate()
         mnl_socket_close(socket)
     }
 
@@ -166,18 +182,29 @@ final class NetlinkSocket {
         }
     }
 
+    /// Sends one request: an nf_tables message of `type` with string attributes `names`, in order.
+    func sendRequest(type: UInt16, family: UInt8, flags: UInt16, seq: UInt32, names: [(type: UInt16, value: String)]) throws(BackendError) {
+        var writer = MessageWriter(requestBuffer.baseAddress!, capacity: requestBuffer.count)
+        writer.begin(type: type, flags: flags, seq: seq, family: family)
+        for name in names { writer.put(name.type, string: name.value) }
+        let length = writer.end()
+        guard !writer.overflowed else { throw BackendError(errno: ENAMETOOLONG, message: "a netlink request does not fit \(requestBuffer.count) bytes") }
+        try send(UnsafeRawBufferPointer(start: requestBuffer.baseAddress, count: length))
+    }
+
     enum Received {
-        case messages([UnsafePointer<nlmsghdr>])
+        case messages
         /// EAGAIN on a non-blocking read: nothing more is queued.
         case empty
         /// ENOBUFS: the kernel dropped messages because the receive buffer was full.
         case overrun
     }
 
-    /// Receives one datagram and splits it into messages. The pointers stay valid until the next receive.
-    func receive(blocking: Bool) throws(BackendError) -> Received {
+    /// Receives what is queued, up to `datagramsPerReceive` datagrams in one recvmmsg (blocking:
+    /// waits for the first), and hands each message to `body`. The pointers are valid only in `body`.
+    func receive(blocking: Bool, each body: (UnsafePointer<nlmsghdr>) throws(BackendError) -> Void) throws(BackendError) -> Received {
         while true {
-            let count = recv(fd, receiveBuffer.baseAddress, receiveBuffer.count, (blocking ? 0 : Int32(MSG_DONTWAIT)) | Int32(MSG_TRUNC))
+            let count = cnft_receive_many(fd, receiveVectors.baseAddress, UInt32(receiveVectors.count), receiveLengths.baseAddress, blocking ? 1 : 0)
             if count < 0 {
                 let code = errno
                 switch code {
@@ -185,20 +212,19 @@ final class NetlinkSocket {
                 case EAGAIN where !blocking: return .empty
                 case ENOBUFS: return .overrun
                 case EAGAIN: throw BackendError(errno: ETIMEDOUT, message: "the kernel did not answer a netlink request within 60 s")
+                case EMSGSIZE: throw BackendError(errno: EMSGSIZE, message: "a netlink message does not fit the \(NetlinkSocket.datagramSize)-byte receive buffer")
                 default: throw BackendError(errno: code, message: "receiving from netlink failed: \(errorText(code))")
                 }
             }
-            guard count <= receiveBuffer.count else {
-                throw BackendError(errno: EMSGSIZE, message: "a netlink message of \(count) bytes does not fit the \(receiveBuffer.count)-byte receive buffer")
+            for index in 0..<Int(count) {
+                var remaining = Int32(receiveLengths[index])
+                var header = UnsafePointer(receiveVectors[index].iov_base!.assumingMemoryBound(to: nlmsghdr.self))
+                while mnl_nlmsg_ok(header, remaining) {
+                    try body(header)
+                    header = UnsafePointer(mnl_nlmsg_next(header, &remaining))
+                }
             }
-            var out: [UnsafePointer<nlmsghdr>] = []
-            var remaining = Int32(count)
-            var header = UnsafePointer(receiveBuffer.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))
-            while mnl_nlmsg_ok(header, remaining) {
-                out.append(header)
-                header = UnsafePointer(mnl_nlmsg_next(header, &remaining))
-            }
-            return .messages(out)
+            return .messages
         }
     }
 }

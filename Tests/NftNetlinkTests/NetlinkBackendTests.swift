@@ -323,6 +323,66 @@ struct NetlinkBackendTests {
         }
     }
 
+    /// `listTables` names every ip and ip6 table, ours and foreign alike, and leaves out the
+    /// families a `TableRef` cannot name.
+    @Test func listTablesNamesOursAndForeignTables() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            #expect(try backend.listTables().isEmpty)
+            try ns.load("""
+                table ip foreign {
+                    chain input { type filter hook input priority 0; policy accept; }
+                }
+                table ip6 foreign6 {
+                    set s { type ipv6_addr; }
+                }
+                table inet everywhere {
+                }
+                """)
+            try backend.apply(Transaction.diff(from: nil, to: Samples.ruleset))
+            let listed = try backend.listTables()
+            #expect(listed.count == 4, "\(listed)")
+            #expect(Set(listed) == Set(ours + [TableRef(.ip, Name("foreign")!), TableRef(.ip6, Name("foreign6")!)]))
+        }
+    }
+
+    /// Tables spread over several names per family (`nftproxy`, `nftproxy-00` …) read back each
+    /// as written, in the order asked for, leaving out absent ones and tables not asked for.
+    @Test func readsSeveralTablesPerFamily() throws {
+        func renamed(_ table: Table, _ name: String, dropping elements: Int) -> Table {
+            var copy = table
+            copy.name = Name(name)!
+            copy.comment = Comment("shard \(name)")
+            let clusterIPs = copy.sets.firstIndex { $0.name.rawValue == "cluster-ips" }!
+            copy.sets[clusterIPs].elements.removeFirst(min(elements, copy.sets[clusterIPs].elements.count))
+            return copy
+        }
+        var tables: [Table] = []
+        for family in Family.allCases {
+            let sample = Samples.table(family)
+            tables.append(sample)
+            for (index, shard) in ["nftproxy-00", "nftproxy-01", "nftproxy-63"].enumerated() {
+                tables.append(renamed(sample, shard, dropping: index + 1))
+            }
+        }
+        let desired = Ruleset(tables: tables)
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try ns.load("""
+                table ip nftproxy-lookalike {
+                    chain services { meta l4proto tcp counter accept; }
+                }
+                """)
+            try backend.apply(Transaction.diff(from: nil, to: desired))
+            let refs = tables.map { TableRef($0.family, $0.name) }
+            #expect(try backend.read(refs) == sortedElements(desired))
+            let missing = TableRef(.ip6, Name("nftproxy-02")!)
+            let some = [refs[5], missing, refs[2], refs[0]]
+            #expect(try backend.read(some) == sortedElements(Ruleset(tables: [tables[5], tables[2], tables[0]])))
+            #expect(Set(try backend.listTables()) == Set(refs + [TableRef(.ip, Name("nftproxy-lookalike")!)]))
+        }
+    }
+
     /// A rule nftproxy would not write makes the read fail, naming the table and chain.
     @Test func tamperedRuleIsReported() throws {
         try TestNamespace.with { ns in

@@ -1,0 +1,137 @@
+internal import CNftables
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Writes nf_tables netlink messages straight into memory its owner provides (a request
+/// buffer, a batch page): nlmsghdr, nfgenmsg, then attributes, nested ones too, each padded
+/// to 4 bytes with zeros. No objects are built per message and nothing is copied afterwards,
+/// so a batch of a million messages costs its bytes and no more.
+///
+/// Attributes are written in the order libnftnl 1.2.4 writes them for the same object, so the
+/// bytes are nft's (`nft --debug=mnl`).
+struct MessageWriter {
+    private let base: UnsafeMutableRawPointer
+    private let capacity: Int
+    /// Bytes written from `base`, the current message included.
+    private(set) var length = 0
+    private var messageStart = 0
+    /// Set when something did not fit; what was written since is garbage.
+    private(set) var overflowed = false
+
+    init(_ base: UnsafeMutableRawPointer, capacity: Int) {
+        self.base = base
+        self.capacity = capacity
+    }
+
+    /// Starts a message of nf_tables type `type` (NFNL_SUBSYS_NFTABLES is added) or, with
+    /// `subsystem: false`, of raw nlmsg type `type` (batch begin and end).
+    mutating func begin(type: UInt16, subsystem: Bool = true, flags: UInt16, seq: UInt32, family: UInt8, resourceID: UInt16 = 0) {
+        messageStart = length
+        guard reserve(MemoryLayout<nlmsghdr>.size + MemoryLayout<nfgenmsg>.size) else { return }
+        let header = base + messageStart
+        header.storeBytes(of: 0, as: UInt32.self)  // nlmsg_len, set by `end`
+        header.storeBytes(of: subsystem ? UInt16(NFNL_SUBSYS_NFTABLES << 8) | type : type, toByteOffset: 4, as: UInt16.self)
+        header.storeBytes(of: flags, toByteOffset: 6, as: UInt16.self)
+        header.storeBytes(of: seq, toByteOffset: 8, as: UInt32.self)
+        header.storeBytes(of: 0, toByteOffset: 12, as: UInt32.self)  // nlmsg_pid
+        header.storeBytes(of: family, toByteOffset: 16, as: UInt8.self)
+        header.storeBytes(of: UInt8(NFNETLINK_V0), toByteOffset: 17, as: UInt8.self)
+        header.storeBytes(of: resourceID.bigEndian, toByteOffset: 18, as: UInt16.self)
+    }
+
+    /// Closes the current message (sets its nlmsg_len) and returns its length.
+    @discardableResult
+    mutating func end() -> Int {
+        let messageLength = length - messageStart
+        if !overflowed { (base + messageStart).storeBytes(of: UInt32(messageLength), as: UInt32.self) }
+        return messageLength
+    }
+
+    /// Where the current message starts, to read it back or hand it on.
+    var message: UnsafeMutableRawPointer { base + messageStart }
+
+    /// Undoes everything written after `offset` (an earlier `length`).
+    mutating func truncate(to offset: Int) {
+        length = offset
+    }
+
+    mutating func put(_ type: UInt16, bytes: UnsafeRawBufferPointer) {
+        let total = 4 + bytes.count
+        guard total <= 0xffff, reserve((total + 3) & ~3) else { overflowed = true; return }
+        let attribute = base + length - ((total + 3) & ~3)
+        attribute.storeBytes(of: UInt16(total), as: UInt16.self)
+        attribute.storeBytes(of: type, toByteOffset: 2, as: UInt16.self)
+        if let source = bytes.baseAddress, bytes.count > 0 { (attribute + 4).copyMemory(from: source, byteCount: bytes.count) }
+        zeroPadding(after: attribute + total, to: (total + 3) & ~3 - total)
+    }
+
+    mutating func put(_ type: UInt16, bytes: [UInt8]) {
+        bytes.withUnsafeBytes { put(type, bytes: $0) }
+    }
+
+    /// A NUL-terminated string (NLA_NUL_STRING), as mnl_attr_put_strz writes it.
+    mutating func put(_ type: UInt16, string: String) {
+        var string = string
+        string.withUTF8 { utf8 in
+            let total = 4 + utf8.count + 1
+            guard total <= 0xffff, reserve((total + 3) & ~3) else { overflowed = true; return }
+            let attribute = base + length - ((total + 3) & ~3)
+            attribute.storeBytes(of: UInt16(total), as: UInt16.self)
+            attribute.storeBytes(of: type, toByteOffset: 2, as: UInt16.self)
+            if let source = utf8.baseAddress, utf8.count > 0 { (attribute + 4).copyMemory(from: source, byteCount: utf8.count) }
+            (attribute + 4 + utf8.count).storeBytes(of: 0, as: UInt8.self)
+            zeroPadding(after: attribute + total, to: (total + 3) & ~3 - total)
+        }
+    }
+
+    /// A u32 in network order, as every nf_tables integer attribute is sent.
+    mutating func put(_ type: UInt16, u32 value: UInt32) {
+        withUnsafeBytes(of: value.bigEndian) { put(type, bytes: $0) }
+    }
+
+    mutating func put(_ type: UInt16, u64 value: UInt64) {
+        withUnsafeBytes(of: value.bigEndian) { put(type, bytes: $0) }
+    }
+
+    mutating func put(_ type: UInt16, u8 value: UInt8) {
+        withUnsafeBytes(of: value) { put(type, bytes: $0) }
+    }
+
+    /// Opens a nested attribute (NLA_F_NESTED set, as mnl_attr_nest_start does); returns where it
+    /// starts, for `endNested`.
+    mutating func beginNested(_ type: UInt16) -> Int {
+        let start = length
+        guard reserve(4) else { overflowed = true; return start }
+        (base + start).storeBytes(of: UInt16(4), as: UInt16.self)
+        (base + start).storeBytes(of: type | UInt16(NLA_F_NESTED), toByteOffset: 2, as: UInt16.self)
+        return start
+    }
+
+    /// Closes the nested attribute opened at `start`; false when it outgrew the 16-bit length.
+    @discardableResult
+    mutating func endNested(_ start: Int) -> Bool {
+        let nestedLength = length - start
+        guard !overflowed, nestedLength <= 0xffff else { return false }
+        (base + start).storeBytes(of: UInt16(nestedLength), as: UInt16.self)
+        return true
+    }
+
+    /// The bytes a nested attribute opened at `start` would have now.
+    func nestedLength(_ start: Int) -> Int { length - start }
+
+    private mutating func reserve(_ count: Int) -> Bool {
+        guard !overflowed, length + count <= capacity else {
+            overflowed = true
+            return false
+        }
+        length += count
+        return true
+    }
+
+    private func zeroPadding(after end: UnsafeMutableRawPointer, to count: Int) {
+        if count > 0 { end.initializeMemory(as: UInt8.self, repeating: 0, count: count) }
+    }
+}
