@@ -21,7 +21,7 @@ public protocol RulesetBackend: Sendable {
 extension RulesetBackend {
     /// nftproxy's tables that exist now: `nftproxy` and its shards, in both families.
     public func ourTables() throws(BackendError) -> [TableRef] {
-        try listTables().filter { Naming.isOurTable($0.name) }
+        try listTables().filter { Naming.isOurTable($0.name) }.sorted()
     }
 
     /// Everything nftproxy has in the kernel: all its tables, read back.
