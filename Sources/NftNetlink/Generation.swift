@@ -3,6 +3,6 @@ import NftIR
 extension NetlinkBackend {
     /// NFT_MSG_GETGEN: one small request, answered without dumping anything.
     public func generation() throws(BackendError) -> UInt32 {
-        try NetlinkSocket(netnsPath: netnsPath).generation()
+        try sockets.withSocket { socket throws(BackendError) in try socket.generation() }
     }
 }

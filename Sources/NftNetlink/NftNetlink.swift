@@ -14,9 +14,11 @@ import Musl
 public struct NetlinkBackend: RulesetBackend {
     /// A network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`); nil = the current one.
     public let netnsPath: String?
+    let sockets: SocketPool
 
     public init(netnsPath: String? = nil) {
         self.netnsPath = netnsPath
+        sockets = SocketPool(netnsPath: netnsPath)
     }
 
     /// Applies `transaction` as one batch: BATCH_BEGIN carrying the generation id read just
@@ -32,7 +34,10 @@ public struct NetlinkBackend: RulesetBackend {
     /// `apply`, with the generation id to send given (tests use it to stand in for a concurrent writer).
     func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?) throws(BackendError) {
         guard !transaction.isEmpty else { return }
-        let socket = try NetlinkSocket(netnsPath: netnsPath)
+        try sockets.withSocket { socket throws(BackendError) in try apply(transaction, generation: fixedGeneration, on: socket) }
+    }
+
+    private func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?, on socket: NetlinkSocket) throws(BackendError) {
         var generation = fixedGeneration
         let catalogs = try setCatalogs(transaction, socket: socket, generation: &generation)
         let batch = Batch(firstSeq: socket.nextSeq())
@@ -126,8 +131,9 @@ public struct NetlinkBackend: RulesetBackend {
     /// dropped on receipt; then each set's elements and each chain's rules (see `TableReader`).
     /// Elements are returned in key order, everything else in kernel order.
     public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
-        let socket = try NetlinkSocket(netnsPath: netnsPath)
-        return try consistently(socket) { () throws(BackendError) in Ruleset(tables: try TableReader(socket: socket).read(tables)) }
+        try sockets.withSocket { socket throws(BackendError) in
+            try consistently(socket) { () throws(BackendError) in Ruleset(tables: try TableReader(socket: socket).read(tables)) }
+        }
     }
 
     /// Every ip and ip6 table in the namespace, ours or not, in the kernel's order, from one
@@ -135,8 +141,9 @@ public struct NetlinkBackend: RulesetBackend {
     /// (inet, arp, bridge, netdev), and names nftproxy could not have written, are left out:
     /// `TableRef` cannot name them, and none of them is nftproxy's.
     public func listTables() throws(BackendError) -> [TableRef] {
-        let socket = try NetlinkSocket(netnsPath: netnsPath)
-        return try TableReader(socket: socket).listTables(family: UInt8(AF_UNSPEC)).compactMap(\.ref)
+        try sockets.withSocket { socket throws(BackendError) in
+            try TableReader(socket: socket).listTables(family: UInt8(AF_UNSPEC)).compactMap(\.ref)
+        }
     }
 
     /// Runs `body` until the generation is the same before and after it, so that what it read

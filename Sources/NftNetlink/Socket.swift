@@ -11,7 +11,7 @@ import Musl
 /// A netlink socket stays bound to the network namespace it was created in, so a socket for
 /// another namespace is opened on a short-lived thread that enters the namespace first; the
 /// calling thread never changes namespace.
-final class NetlinkSocket {
+final class NetlinkSocket: @unchecked Sendable {  // used by one caller at a time (SocketPool)
     private let socket: OpaquePointer  // struct mnl_socket *
     let fd: Int32
     let portID: UInt32

@@ -88,6 +88,9 @@ struct TimedBackend: RulesetBackend {
         var end: ContinuousClock.Instant
         var operations: Int
         var failed: Bool
+        /// CPU time (user + kernel) of the applying thread: what the apply costs, whatever else
+        /// the machine runs meanwhile.
+        var cpu: Double
     }
 
     let inner: NetlinkBackend
@@ -95,18 +98,26 @@ struct TimedBackend: RulesetBackend {
 
     func apply(_ transaction: Transaction) throws(BackendError) {
         let start = ContinuousClock.now
+        let cpuStart = threadCPUSeconds()
         do {
             try inner.apply(transaction)
         } catch {
-            events.yield(Event(start: start, end: .now, operations: transaction.operations.count, failed: true))
+            events.yield(Event(start: start, end: .now, operations: transaction.operations.count, failed: true, cpu: threadCPUSeconds() - cpuStart))
             throw error
         }
-        events.yield(Event(start: start, end: .now, operations: transaction.operations.count, failed: false))
+        events.yield(Event(start: start, end: .now, operations: transaction.operations.count, failed: false, cpu: threadCPUSeconds() - cpuStart))
     }
 
     func listTables() throws(BackendError) -> [TableRef] { try inner.listTables() }
     func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset { try inner.read(tables) }
     func generation() throws(BackendError) -> UInt32 { try inner.generation() }
+}
+
+/// CPU seconds the calling thread has used (CLOCK_THREAD_CPUTIME_ID).
+func threadCPUSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }
 
 func percentile(_ values: [Double], _ p: Double) -> Double {
@@ -158,6 +169,7 @@ func incremental(statePath: String, netns: String, changes: Int, seedChunk: Int)
     let slices = state.endpointSlices.filter { $0.endpoints.count > 0 }
     guard !slices.isEmpty else { throw BenchError("no EndpointSlice to change") }
     var totals: [Double] = [], updates: [Double] = [], compiles: [Double] = [], applies: [Double] = [], sizes: [Double] = []
+    var applyCPU: [Double] = []
     var extra = 0
     for change in 0..<changes {
         let original = slices[(change / 2 * 7919) % slices.count]
@@ -178,6 +190,7 @@ func incremental(statePath: String, netns: String, changes: Int, seedChunk: Int)
         updates.append((updated - started).seconds)
         compiles.append((event.start - updated).seconds)
         applies.append((event.end - event.start).seconds)
+        applyCPU.append(event.cpu)
         sizes.append(Double(event.operations))
         // let the loop record the sync before the next change
         try await Task.sleep(for: .milliseconds(2))
@@ -196,6 +209,7 @@ func incremental(statePath: String, netns: String, changes: Int, seedChunk: Int)
     report("compile_p50_s", percentile(compiles, 50))
     report("apply_p50_s", percentile(applies, 50))
     report("apply_p99_s", percentile(applies, 99))
+    report("apply_cpu_p50_s", percentile(applyCPU, 50))
     report("ops_p50", percentile(sizes, 50))
     report("ops_max", percentile(sizes, 100))
     report("extra_applies", extra)
