@@ -264,7 +264,11 @@ extension TextBuffer {
         case .ctStatusDNAT:
             append("ct status dnat")
         case .fibLocal(let address):
-            append(address == .saddr ? "fib saddr type local" : "fib daddr type local")
+            // a `switch`, not `==`, on the IR's enums: see `append(_ family:)`
+            switch address {
+            case .saddr: append("fib saddr type local")
+            case .daddr: append("fib daddr type local")
+            }
         case .lookup(let selectors, let set):
             append(selectors, family: family)
             append(" @")
@@ -308,8 +312,9 @@ extension TextBuffer {
             append("meta mark set meta mark ^ ")
             appendMark(bit)
         case .dnat(let ip, let port):
-            // an IPv6 address is bracketed so its colons cannot be read as the port's
-            if ip.family == .ipv4 {
+            // An IPv6 address is bracketed so its colons cannot be read as the port's. (Its
+            // length, not `ip.family`: see `appendHostOrPrefix`.)
+            if ip.bytes.count == 4 {
                 append("dnat to ")
                 append(ip)
             } else {
@@ -389,7 +394,9 @@ extension TextBuffer {
 
     /// A one-address prefix is written as the address, as `nft list` prints it.
     mutating func appendHostOrPrefix(_ cidr: CIDR) {
-        if cidr.isHost { append(cidr.address) } else { append(cidr) }
+        // `cidr.isHost`, but from stored properties: a call into ServiceModel is opaque to the
+        // optimizer, which then retains everything the callers are rendering around it.
+        if cidr.prefixLength == 8 * cidr.address.bytes.count { append(cidr.address) } else { append(cidr) }
     }
 
     /// `type ipv4_addr . inet_proto . inet_service : verdict`, without the `type `.
@@ -442,7 +449,15 @@ extension TextBuffer {
         append(hex: value, minimumDigits: 8)
     }
 
-    mutating func append(_ family: Family) { append(family == .ip ? "ip" : "ip6") }
+    mutating func append(_ family: Family) {
+        // Not `family == .ip`: `==` on an enum of another module compiles to a builtin whose
+        // effects the optimizer does not know, so every caller up to the rule loop would
+        // retain (and release) the IR values it is rendering around this call.
+        switch family {
+        case .ip: append("ip")
+        case .ip6: append("ip6")
+        }
+    }
 
     /// nft spells protocols in lowercase.
     mutating func append(_ proto: L4Protocol) {

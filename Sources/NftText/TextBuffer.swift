@@ -62,8 +62,6 @@ struct TextBuffer: ~Copyable {
     /// run of two or more zero groups (the first of equal runs) written `::`. The same text as
     /// `IPAddress.description`, without building a String per group.
     mutating func append(_ address: IPAddress) {
-        // Read into integers before writing anything: nothing then needs the array kept alive
-        // (retained) across a write that might grow the buffer.
         let bytes = address.bytes
         if bytes.count == 4 {
             appendIPv4(UInt32(bytes[0]) << 24 | UInt32(bytes[1]) << 16 | UInt32(bytes[2]) << 8 | UInt32(bytes[3]))
@@ -152,7 +150,12 @@ struct TextBuffer: ~Copyable {
     }
 
     /// Rare (the first allocation is sized for the whole text), so kept out of every append.
-    @inline(never)
+    ///
+    /// `releasenone` promises the optimizer what the body shows: it frees only raw bytes, never
+    /// an object. Without it, every append might release anything, so each rule, element and
+    /// address read from the IR was retained (and released) around the appends that render it,
+    /// which was half the time of a large render. Keep this function free of object releases.
+    @inline(never) @_effects(releasenone)
     private mutating func grow(toHold needed: Int) {
         let grown = max(2 * capacity, count + needed)
         let moved = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
