@@ -149,7 +149,8 @@ struct TextBuffer: ~Copyable {
         return start + count
     }
 
-    /// Rare (the first allocation is sized for the whole text), so kept out of every append.
+    /// Rare in a script or block (their first allocation is sized for the whole text), so kept
+    /// out of every append.
     ///
     /// `releasenone` promises the optimizer what the body shows: it frees only raw bytes, never
     /// an object. Without it, every append might release anything, so each rule, element and
