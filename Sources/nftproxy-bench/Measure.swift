@@ -1,6 +1,7 @@
 import Foundation
 import NftIR
 import NftNetlink
+import NftText
 import ProxyController
 import RuleCompiler
 import ServiceModel
@@ -71,6 +72,28 @@ func breakdown(statePath: String, netns: String) throws {
     let check = measure { Transaction.diff(from: read.value, to: compiled.value.ruleset) }
     report("readback_diff_s", check.wall)
     report("readback_differences", check.value.operations.count)
+}
+
+/// `render STATE [--runs R]`: `nftproxy render`'s three phases apart, the renderer R times: the
+/// first run (what the CLI pays: fresh pages, cold caches), then best and median of all (the
+/// machine is shared). The script goes nowhere, so no I/O is counted.
+func render(statePath: String, runs: Int) throws {
+    guard runs > 0 else { throw BenchError("--runs must be at least 1") }
+    let decoded = try measure { try loadState(statePath) }
+    report("decode_s", decoded.wall)
+    let compiled = measure { RuleCompiler.compile(decoded.value, config: benchConfig) }
+    report("compile_s", compiled.wall)
+    var times: [Double] = []
+    var bytes = 0
+    for _ in 0..<runs {
+        let rendered = measure { NftText.script(compiled.value.ruleset) }
+        times.append(rendered.wall)
+        bytes = rendered.value.utf8.count
+    }
+    report("render_first_s", times[0])
+    report("render_best_s", percentile(times, 0))
+    report("render_median_s", percentile(times, 50))
+    report("render_bytes", bytes)
 }
 
 /// `readback --netns PATH TABLE...`: time to read tables (family name, e.g. `ip nftproxy`) back.

@@ -11,6 +11,7 @@ let usage = """
            nftproxy-bench readback --netns PATH FAMILY/TABLE...             read tables back through netlink
            nftproxy-bench incremental --netns PATH --changes K [--seed-chunk S] STATE
                                                                           P2: agent loop, one endpoint per change
+           nftproxy-bench render [--runs R] STATE                           decode, compile, then R renders, timed apart
            nftproxy-bench sha256-selftest                                   kube-proxy's name hash on its test vectors
     """
 
@@ -66,6 +67,9 @@ func main() async throws {
         guard let state = args.positional.first else { throw BenchError(usage) }
         let chunk = args.options["seed-chunk"] == nil ? 0 : try args.int("seed-chunk")
         try await incremental(statePath: state, netns: try args.string("netns"), changes: try args.int("changes"), seedChunk: chunk)
+    case "render":
+        guard let state = args.positional.first else { throw BenchError(usage) }
+        try render(statePath: state, runs: args.options["runs"] == nil ? 5 : try args.int("runs"))
     case "sha256-selftest":
         let vectors = ["ns1/svc1/tcp/p80": "ULMVA6XW", "ns1/svc1/tcp/p80__10.180.0.1/80": "5OJB2KTY", "ns4/svc4/tcp/p80__10.180.0.5/80": "5RFCDDV7"]
         for (name, expected) in vectors.sorted(by: { $0.key < $1.key }) {

@@ -142,3 +142,82 @@ private func element(_ ip: String, _ chain: Name) -> Element {
         #expect(Transaction.diff(from: before, to: Ruleset()).operations == [.deleteTable(table)])
     }
 }
+
+/// The renderer formats numbers and addresses itself, into its byte buffer; these check it
+/// against the model's own formatters (`IPAddress.description`, `CIDR.description`) and the
+/// standard library's, over inputs chosen to reach every branch.
+@Suite struct FormattingTests {
+    /// Every pattern of zero and non-zero groups (so every zero run RFC 5952 can compress, ties
+    /// included), with group values of one to four hex digits.
+    static let ipv6Addresses: [IPAddress] = {
+        let named = ["::", "::1", "1::", "::ffff:10.0.0.1", "::ffff:0:0", "64:ff9b::192.0.2.33", "fe80::1:0:0:1",
+                     "2001:db8::1", "2001:db8:0:0:1:0:0:1", "2001:0:0:1:0:0:0:1", "2001:db8:0:1:1:1:1:1",
+                     "1:0:1:0:1:0:1:0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fd00:10:180::abcd"].map { IPAddress($0)! }
+        let values: [UInt16] = [0x1, 0xab, 0xf00, 0xbeef]
+        let patterns = (0..<256).map { zeros in
+            IPAddress(bytes: (0..<8).flatMap { group -> [UInt8] in
+                let value = zeros >> group & 1 == 1 ? 0 : values[(zeros + group) % values.count]
+                return [UInt8(value >> 8), UInt8(value & 0xff)]
+            })!
+        }
+        return named + patterns
+    }()
+
+    static let ipv4Addresses = ["0.0.0.0", "255.255.255.255", "10.0.0.1", "1.22.133.4", "100.9.99.199", "172.16.0.10"].map { IPAddress($0)! }
+
+    @Test func addressesAreWrittenAsTheModelPrintsThem() {
+        for ip in Self.ipv4Addresses + Self.ipv6Addresses {
+            let family = Family(ip.family)
+            let host = CIDR(address: ip, prefixLength: ip.family.maxPrefixLength)!
+            #expect(NftText.statement(.address(.daddr, host, negated: false), family: family) == "\(family.rawValue) daddr \(ip.description)")
+            #expect(NftText.element(Element([.address(ip)]), family: family) == ip.description)
+            let bracketed = ip.family == .ipv4 ? ip.description : "[\(ip.description)]"
+            #expect(NftText.statement(.dnat(ip, port: 8080), family: family) == "dnat to \(bracketed):8080")
+        }
+    }
+
+    @Test func prefixesAreWrittenAsTheModelPrintsThem() {
+        for ip in Self.ipv4Addresses + Self.ipv6Addresses {
+            for length in [0, 1, 7, 8, 9, 31, 48, 63, 64, 65, 127] where length < ip.family.maxPrefixLength {
+                let prefix = CIDR(address: ip, prefixLength: length)!
+                #expect(NftText.element(Element([.prefix(prefix)]), family: Family(ip.family)) == prefix.description)
+            }
+        }
+    }
+
+    @Test func numbersAreDecimalAndMarksPaddedHex() {
+        for port: UInt16 in [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535] {
+            #expect(NftText.element(Element([.port(port)]), family: .ip) == String(port))
+        }
+        for modulus: UInt32 in [1, 10, 4_294_967_295] {
+            #expect(NftText.statement(.numgenIncZero(modulus: modulus), family: .ip) == "numgen inc mod \(String(modulus)) 0")
+        }
+        for bit: UInt32 in [0, 1, 0xf, 0x10, 0x4000, 0x8000_0000, 0xffff_ffff] {
+            let digits = String(bit, radix: 16)
+            let mark = "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+            #expect(NftText.statement(.setMarkBit(bit), family: .ip) == "meta mark set meta mark | \(mark)")
+        }
+    }
+
+    @Test func aPriorityOutsideItsKeywordsHookIsANumberWithItsSign() {
+        let chain = Chain(Naming.natOutput, base: BaseChain(type: .filter, hook: .output, priority: Priority(.dstnat, -10)))
+        let text = NftText.block(Table(family: .ip, name: Naming.table, chains: [chain]))
+        #expect(text.contains("\t\ttype filter hook output priority -110; policy accept;\n"))
+    }
+
+    @Test func commentsKeepTheirCharacters() {
+        let rule = Rule([.verdict(.accept)], comment: Comment("café → naïve ∞"))
+        #expect(NftText.rule(rule, family: .ip) == "accept comment \"café → naïve ∞\"")
+    }
+
+    /// Far more text than the buffer first holds: what `commands` writes at once must equal each
+    /// command written on its own.
+    @Test func longTextIsTheSumOfItsLines() {
+        let operations = (0..<2000).map { index in
+            Operation.addRule(table, chain: chainA, Rule([.address(.daddr, CIDR("10.0.\(index / 256).\(index % 256)")!, negated: false), .verdict(.goto(chainB))]))
+        }
+        let text = NftText.commands(Transaction(operations))
+        #expect(text == operations.map { NftText.command($0) + "\n" }.joined())
+        #expect(text.hasSuffix("add rule ip nftproxy service-ns/a/tcp/http ip daddr 10.0.7.207 goto service-ns/b/tcp/http\n"))
+    }
+}
