@@ -191,9 +191,9 @@ struct Field {
 /// A decimal integer with an optional sign; no octal, hex, underscores or sexagesimal, which YAML 1.1
 /// would read differently from Kubernetes.
 func parseDecimal(_ text: String) -> Int? {
-    var digits = Substring(text)
-    if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
-    guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+    var digits = Substring(text).utf8
+    if digits.first == UInt8(ascii: "-") || digits.first == UInt8(ascii: "+") { digits = digits.dropFirst() }
+    guard !digits.isEmpty, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
     return Int(text)
 }
 
