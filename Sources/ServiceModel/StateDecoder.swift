@@ -166,7 +166,7 @@ private struct StateBuilder {
         let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
         for (index, item) in items.enumerated() {
             // Field paths start afresh in each item; the source names the item.
-            add(Field(item.node), source: "\(source), items[\(index)]", listKind: itemKind)
+            add(item.asRoot, source: "\(source), items[\(index)]", listKind: itemKind)
         }
     }
 
@@ -202,7 +202,7 @@ private struct StateBuilder {
 
     /// The object's identity as far as it can be read, for naming it in a problem.
     private static func ref(of object: Field, kind: String, scope: Scope) -> ObjectRef {
-        func text(_ key: String) -> String {
+        func text(_ key: StaticString) -> String {
             ((try? object["metadata"][key].string()) ?? nil) ?? ""
         }
         let namespace = switch scope {
