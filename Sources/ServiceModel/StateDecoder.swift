@@ -6,11 +6,35 @@
 /// `Problem` naming the object, the document and the field; everything else still decodes.
 
 public enum StateDecoder {
-    /// Decodes multi-document YAML, JSON, `kind: List` (or any `…List`) and single objects.
+    /// Decodes multi-document YAML, JSON (one value, or several one after another), `kind: List`
+    /// (or any `…List`) and single objects.
     ///
     /// - Parameter source: where the text came from (a file name); problems carry it with the
     ///   document number so a user can find the object.
     public static func decode(_ text: String, source: String) -> ClusterState {
+        // JSON has no `---` markers to split on, and reading it directly is many times faster than
+        // libyaml. Text that turns out not to be JSON is read as YAML, as it always was.
+        if JSONReader.looksLikeJSON(text), let documents = JSONReader.read(text) {
+            return decode(documents, source: source)
+        }
+        return decodeYAML(text, source: source)
+    }
+
+    /// The top-level JSON values, numbered as YAML documents are.
+    static func decode(_ documents: [Result<YAMLValue, JSONSyntaxError>], source: String) -> ClusterState {
+        var builder = StateBuilder()
+        for (index, document) in documents.enumerated() {
+            let location = "\(source), document \(index + 1)"
+            switch document {
+            case .success(let root): builder.add(Field(root), source: location)
+            case .failure(let error): builder.report(nil, location, nil, "not valid JSON: \(error)")
+            }
+        }
+        return builder.state
+    }
+
+    /// Any text, JSON included, read by libyaml one `---` document at a time.
+    static func decodeYAML(_ text: String, source: String) -> ClusterState {
         var builder = StateBuilder()
         for document in YAMLDocument.split(text) {
             let location = "\(source), document \(document.number)"

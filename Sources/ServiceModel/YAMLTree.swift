@@ -196,15 +196,30 @@ private func equalBytes(_ first: UnsafeBufferPointer<UInt8>, _ second: UnsafeBuf
     return true
 }
 
+/// Whether every byte is below 0x80, checked eight at a time.
+func isASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard let base = UnsafeRawPointer(bytes.baseAddress) else { return true }
+    var offset = 0
+    while offset + 8 <= bytes.count {
+        if base.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+        offset += 8
+    }
+    while offset < bytes.count {
+        if bytes[offset] >= 0x80 { return false }
+        offset += 1
+    }
+    return true
+}
+
 /// Appends nodes in document order, for the JSON reader and the Yams conversion.
 struct YAMLTreeBuilder {
     let nodes: RawStorage<YAMLTree.Node>
     /// The scalars' bytes: a reader finds a scalar here, or appends it and then makes its node.
     let bytes: RawStorage<UInt8>
 
-    init(bytes: RawStorage<UInt8>) {
+    init(bytes: RawStorage<UInt8>, expectedNodes: Int = 0) {
         self.bytes = bytes
-        nodes = RawStorage(capacity: 0)
+        nodes = RawStorage(capacity: expectedNodes)
     }
 
     var nodeCount: Int { nodes.count }
@@ -228,6 +243,11 @@ struct YAMLTreeBuilder {
 
     func closeMap(_ index: Int, count: Int) {
         nodes[index] = .map(count: UInt32(count), end: UInt32(nodes.count))
+    }
+
+    /// Drops the nodes from `index` on: what a broken JSON value left.
+    func truncate(to index: Int) {
+        nodes.truncate(to: index)
     }
 
     /// Whether the bytes and nodes still fit `UInt32` offsets.
@@ -281,6 +301,10 @@ final class RawStorage<Element: BitwiseCopyable> {
         reserve(count + elements.count)
         (base + count).initialize(from: source, count: elements.count)
         count += elements.count
+    }
+
+    func truncate(to newCount: Int) {
+        count = min(count, newCount)
     }
 
     private func reserve(_ needed: Int) {
