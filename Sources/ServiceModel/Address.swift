@@ -33,6 +33,12 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
         bytes = parsed
     }
 
+    /// The same, from UTF-8 bytes.
+    init?(utf8 text: UnsafeBufferPointer<UInt8>) {
+        guard let parsed = Self.parse(text[...]) else { return nil }
+        bytes = parsed
+    }
+
     private static func parse<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? where Text.SubSequence == Text {
         text.contains(UInt8(ascii: ":")) ? parseIPv6(text) : parseIPv4(text)
     }

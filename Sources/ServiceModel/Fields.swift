@@ -35,14 +35,11 @@ struct Field {
         }
 
         let tree: YAMLTree
-        /// Unchecked: a `Reading` serves one decoder on one thread, and nothing else runs while a
-        /// step is appended. The checks took a tenth of the decode time.
-        @exclusivity(unchecked) private(set) var steps: [(parent: Int, step: Step)] = []
+        private let steps = RawStorage<(parent: Int, step: Step)>(capacity: 128)  // enough for most objects
         static let root = -1
 
         init(_ tree: YAMLTree) {
             self.tree = tree
-            steps.reserveCapacity(128)  // enough for most objects
         }
 
         func append(_ step: Step, below parent: Int) -> Int {
@@ -101,13 +98,21 @@ struct Field {
 
     var isMapping: Bool { index.map { reading.tree.isMap($0) } ?? false }
 
+    /// `body` applied to a scalar's UTF-8 bytes; nil for a list or mapping, or when absent.
+    func scalarBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result? {
+        index.flatMap { reading.tree.withScalarBytes($0, body) }
+    }
+
     /// A scalar's text and style; nil when absent, a list or a mapping.
     private var scalar: (text: String, quoted: Bool)? { index.flatMap { reading.tree.scalar($0) } }
 
     /// An unquoted decimal number, as opposed to a string (for int-or-string fields).
-    var isPlainInteger: Bool {
-        guard let (text, quoted) = scalar, !quoted else { return false }
-        return parseDecimal(text) != nil
+    var isPlainInteger: Bool { plainInteger != nil }
+
+    /// A plain scalar's decimal value, read from its bytes; nil for anything else.
+    private var plainInteger: Int? {
+        guard let index, case .scalar(_, _, quoted: false, _) = reading.tree.nodes[index] else { return nil }
+        return reading.tree.withScalarBytes(index) { parseDecimal(utf8: $0) } ?? nil
     }
 
     func error(_ message: String) -> FieldError { FieldError(field: path, message: message) }
@@ -118,10 +123,13 @@ struct Field {
     /// Keys are literals: a path keeps them without copying, and they compare as bytes.
     subscript(key: StaticString) -> Field {
         get throws(FieldError) {
-            guard let index, !reading.tree.isNull(index) else { return child(nil, .key(key)) }
-            guard reading.tree.isMap(index) else { throw error("expected a mapping, got \(summary)") }
-            let value = key.withUTF8Buffer { reading.tree.value(in: index, forKey: $0, ascii: key.isASCII) }
-            return child(value, .key(key))
+            guard let index else { return child(nil, .key(key)) }
+            if reading.tree.isMap(index) {
+                let value = key.withUTF8Buffer { reading.tree.value(in: index, forKey: $0, ascii: key.isASCII) }
+                return child(value, .key(key))
+            }
+            guard reading.tree.isNull(index) else { throw error("expected a mapping, got \(summary)") }
+            return child(nil, .key(key))
         }
     }
 
@@ -159,9 +167,7 @@ struct Field {
     /// A plain decimal integer. A quoted number is rejected, as the API server rejects it.
     func int() throws(FieldError) -> Int? {
         if isAbsent { return nil }
-        guard let (text, quoted) = scalar, !quoted, let value = parseDecimal(text) else {
-            throw error("expected an integer, got \(summary)")
-        }
+        guard let value = plainInteger else { throw error("expected an integer, got \(summary)") }
         return value
     }
 
@@ -217,10 +223,25 @@ struct Field {
 /// A decimal integer with an optional sign; no octal, hex, underscores or sexagesimal, which YAML 1.1
 /// would read differently from Kubernetes.
 func parseDecimal(_ text: String) -> Int? {
-    var digits = Substring(text).utf8
-    if digits.first == UInt8(ascii: "-") || digits.first == UInt8(ascii: "+") { digits = digits.dropFirst() }
-    guard !digits.isEmpty, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
-    return Int(text)
+    text.utf8.withContiguousStorageIfAvailable { parseDecimal(utf8: $0) } ?? parseDecimal(utf8: Array(text.utf8))
+}
+
+/// The same, from UTF-8 bytes; nil on overflow, as `Int(_:)` gives.
+func parseDecimal<Bytes: Collection<UInt8>>(utf8 text: Bytes) -> Int? {
+    var digits = text[...]
+    let negative = digits.first == UInt8(ascii: "-")
+    if negative || digits.first == UInt8(ascii: "+") { digits = digits.dropFirst() }
+    guard !digits.isEmpty else { return nil }
+    var value = 0
+    for byte in digits {
+        guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+        let digit = Int(byte - UInt8(ascii: "0"))
+        let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+        let (next, carry) = negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
+        guard !overflow && !carry else { return nil }
+        value = next
+    }
+    return value
 }
 
 /// A value in double quotes for a message, shortened so a huge value cannot flood a log line.

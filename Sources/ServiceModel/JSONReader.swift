@@ -238,10 +238,14 @@ private struct JSONScanner {
         }
     }
 
-    private mutating func literal(_ word: String) throws(Failure) {
-        guard bytes[position...].starts(with: word.utf8) else { throw fail("expected a value, found \(found)") }
-        builder.scalar(position..<position + word.utf8.count, quoted: false, ascii: true)
-        position += word.utf8.count
+    private mutating func literal(_ word: StaticString) throws(Failure) {
+        let length = word.utf8CodeUnitCount
+        let matches = position + length <= bytes.count && word.withUTF8Buffer { word in
+            (0..<length).allSatisfy { bytes[position + $0] == word[$0] }
+        }
+        guard matches else { throw fail("expected a value, found \(found)") }
+        builder.scalar(position..<position + length, quoted: false, ascii: true)
+        position += length
     }
 
     /// Whether the key just read repeats one of the `entries` before it in the object at `node`,
@@ -255,7 +259,7 @@ private struct JSONScanner {
             var child = node + 1
             for _ in 0..<entries {
                 earlier.insert(scalarText(child))
-                child = builder.after(builder.after(child))
+                child = builder.after(child + 1)
             }
             keys = earlier
         }
@@ -270,8 +274,7 @@ private struct JSONScanner {
                         keyBytes, ascii: ascii) {
                 return true
             }
-            let value = nodes[child].end(at: child)
-            child = nodes[value].end(at: value)
+            child = nodes[child + 1].end(at: child + 1)
         }
         return false
     }
@@ -352,20 +355,24 @@ private struct JSONScanner {
 
     /// Where the run of string bytes from `start` ends: at a quote, a backslash, a control
     /// character or the end of the text; and whether the run is all ASCII. Most strings are one run.
+    @inline(__always)
     private static func plainRun(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> (end: Int, ascii: Bool) {
         var position = start
         var high: UInt64 = 0
-        // Eight bytes at a time while none of them can stop the run (a byte's high bit in `stops`
-        // is set for a quote, a backslash or a control character, and sometimes for the byte after
-        // one, which the byte loop then sorts out).
+        // Eight bytes at a time: a byte's high bit in `stops` is set for a quote, a backslash or
+        // a control character. Bits above the first can be false alarms; the first is exact.
         if let base = UnsafeRawPointer(bytes.baseAddress) {
-            let ones: UInt64 = 0x0101_0101_0101_0101
+            let ones: UInt64 = 0x0101_0101_0101_0101, highBits = ones &* 0x80
             while position + 8 <= bytes.count {
-                let word = base.loadUnaligned(fromByteOffset: position, as: UInt64.self)
+                let word = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt64.self))
                 let quote = word ^ (ones &* UInt64(UInt8(ascii: "\"")))
                 let backslash = word ^ (ones &* UInt64(UInt8(ascii: "\\")))
-                let stops = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)
-                if stops & (ones &* 0x80) != 0 { break }
+                let stops = (((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)) & highBits
+                if stops != 0 {
+                    let before = stops.trailingZeroBitCount / 8  // bytes before the first stop
+                    high |= word & ((1 << (before * 8)) &- 1)
+                    return (position + before, high & highBits == 0)
+                }
                 high |= word
                 position += 8
             }

@@ -179,8 +179,10 @@ enum ObjectDecoder {
             return nil
         }
 
+        let entries = try object["endpoints"].list()
         var endpoints: [Endpoint] = []
-        for entry in try object["endpoints"].list() {
+        endpoints.reserveCapacity(entries.count)
+        for entry in entries {
             var addresses: [IPAddress] = []
             for field in try entry["addresses"].list() {
                 let address = try field.required(field.ipAddress())
@@ -191,6 +193,7 @@ enum ObjectDecoder {
             }
             if addresses.isEmpty { continue }  // kube-proxy ignores an endpoint with no address
             let conditions = try entry["conditions"]
+            let hints = try entry["hints"]
             endpoints.append(Endpoint(
                 addresses: addresses,
                 conditions: EndpointConditions(
@@ -199,8 +202,8 @@ enum ObjectDecoder {
                     terminating: try conditions["terminating"].bool() ?? false),
                 nodeName: try entry["nodeName"].nonEmptyString(),
                 zone: try entry["zone"].nonEmptyString(),
-                hintZones: try hintNames(entry["hints"]["forZones"]),
-                hintNodes: try hintNames(entry["hints"]["forNodes"])
+                hintZones: try hintNames(hints["forZones"]),
+                hintNodes: try hintNames(hints["forNodes"])
             ))
         }
 

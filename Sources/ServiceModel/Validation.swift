@@ -67,6 +67,8 @@ extension Field {
 
     /// An IP address in any form Kubernetes accepts (IPv4 leading zeros included), canonicalised.
     func ipAddress() throws(FieldError) -> IPAddress? {
+        // Most are valid: those are read from the document's bytes, without making a String.
+        if let address = scalarBytes(IPAddress.init(utf8:)) ?? nil { return address }
         guard let text = try string() else { return nil }
         guard let address = IPAddress(text) else { throw error("\(quoted(text)) is not an IP address") }
         return address

@@ -15,7 +15,8 @@ final class YAMLTree {
         /// `end` is the index just past the last node inside.
         case list(count: UInt32, end: UInt32)
         /// The nodes inside are key, value, key, value…; a key that is not a scalar is kept as an
-        /// empty list, since the decoders only need to know that it is not text.
+        /// empty list, since the decoders only need to know that it is not text. So a key is always
+        /// one node, and its value the next.
         case map(count: UInt32, end: UInt32)
 
         /// The index just past this node, found at `index`, and everything inside it.
@@ -51,6 +52,12 @@ final class YAMLTree {
         return (String(decoding: bytes.buffer[range(offset, length)], as: UTF8.self), quoted)
     }
 
+    /// `body` applied to a scalar's bytes; nil for a list or mapping.
+    func withScalarBytes<Result>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result? {
+        guard case .scalar(let offset, let length, _, _) = nodes[index] else { return nil }
+        return body(UnsafeBufferPointer(rebasing: bytes.buffer[range(offset, length)]))
+    }
+
     func isMap(_ index: Int) -> Bool {
         if case .map = nodes[index] { return true }
         return false
@@ -80,12 +87,11 @@ final class YAMLTree {
         let nodes = nodes, bytes = bytes.buffer
         var child = map + 1
         for _ in 0..<count {
-            let value = nodes[child].end(at: child)
             if case .scalar(let offset, let length, _, let ascii) = nodes[child],
                sameText(UnsafeBufferPointer(rebasing: bytes[range(offset, length)]), ascii: ascii, key, ascii: keyIsASCII) {
-                return value
+                return child + 1
             }
-            child = nodes[value].end(at: value)
+            child = nodes[child + 1].end(at: child + 1)
         }
         return nil
     }
@@ -115,9 +121,8 @@ final class YAMLTree {
         entries.reserveCapacity(Int(count))
         var key = index + 1
         for _ in 0..<count {
-            let value = after(key)
-            entries.append((scalar(key)?.text, value))
-            key = after(value)
+            entries.append((scalar(key)?.text, key + 1))
+            key = after(key + 1)
         }
         return entries
     }
@@ -170,6 +175,7 @@ struct YAMLValue {
 
 /// Whether two UTF-8 texts are equal as Swift compares strings: canonically equivalent spellings
 /// match, as they did when keys were `String`s. ASCII text is equal only byte for byte.
+@inline(__always)
 func sameText(_ first: UnsafeBufferPointer<UInt8>, ascii firstIsASCII: Bool,
               _ second: UnsafeBufferPointer<UInt8>, ascii secondIsASCII: Bool) -> Bool {
     if first.count == second.count && equalBytes(first, second) { return true }
@@ -262,7 +268,7 @@ struct YAMLTreeBuilder {
 /// retains and releases it around each access, which on the decoders' hot path cost as much as
 /// the lookup itself.
 final class RawStorage<Element: BitwiseCopyable> {
-    // Unchecked: a storage is filled by one reader, then only read.
+    // Unchecked: a storage belongs to one reader on one thread, and its methods do not re-enter.
     @exclusivity(unchecked) private var base: UnsafeMutablePointer<Element>
     @exclusivity(unchecked) private(set) var count = 0
     @exclusivity(unchecked) private var capacity: Int
@@ -290,8 +296,9 @@ final class RawStorage<Element: BitwiseCopyable> {
         }
     }
 
+    @inline(__always)
     func append(_ element: Element) {
-        reserve(count + 1)
+        if count == capacity { reserve(count + 1) }
         base[count] = element
         count += 1
     }
@@ -307,6 +314,7 @@ final class RawStorage<Element: BitwiseCopyable> {
         count = min(count, newCount)
     }
 
+    @inline(never)
     private func reserve(_ needed: Int) {
         guard needed > capacity else { return }
         let grown = max(needed, capacity * 2)
