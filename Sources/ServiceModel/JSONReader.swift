@@ -180,6 +180,7 @@ private struct JSONScanner {
         let node = builder.open()
         var count = 0
         var keys: Set<String>?  // once the object is large
+        var signature = KeySignature()
         skipWhitespace()
         if position < bytes.count && bytes[position] == UInt8(ascii: "}") {
             position += 1
@@ -193,7 +194,8 @@ private struct JSONScanner {
             }
             let keyStart = position
             try string()
-            if repeatsLastKey(of: node, entries: count, keys: &keys) {
+            if signature.mayRepeat(builder.nodes[builder.nodeCount - 1], in: builder.bytes)
+                && repeatsLastKey(of: node, entries: count, keys: &keys) {
                 throw fail("duplicate key \(quoted(scalarText(builder.nodeCount - 1)))", at: keyStart)
             }
             skipWhitespace()
@@ -246,6 +248,25 @@ private struct JSONScanner {
         guard matches else { throw fail("expected a value, found \(found)") }
         builder.scalar(position..<position + length, quoted: false, ascii: true)
         position += length
+    }
+
+    /// A cheap first look for repeated keys, since nearly every object has none: ASCII keys that
+    /// differ in length or first byte differ. Non-ASCII keys (canonical equivalence) and large
+    /// objects (whose keys `repeatsLastKey` keeps in a set) always get the full check.
+    private struct KeySignature {
+        private var seen: UInt64 = 0  // a bit per earlier key
+        private var keys = 0
+        private var allASCII = true
+
+        mutating func mayRepeat(_ key: YAMLTree.Node, in bytes: RawStorage<UInt8>) -> Bool {
+            keys += 1
+            guard case .scalar(let offset, let length, _, let ascii) = key else { return true }
+            allASCII = allASCII && ascii
+            let first = length == 0 ? 0 : bytes[Int(offset)]
+            let bit: UInt64 = 1 << ((UInt64(length) &* 31 &+ UInt64(first)) & 63)
+            defer { seen |= bit }
+            return !allASCII || keys > 8 || seen & bit != 0
+        }
     }
 
     /// Whether the key just read repeats one of the `entries` before it in the object at `node`,
