@@ -120,11 +120,12 @@ private struct StateBuilder {
     }
 
     /// Adds one document or list item. `listKind` is the enclosing `FooList`'s item kind and
-    /// apiVersion: API-server lists leave them out of each item.
-    mutating func add(_ object: Field, source: String, listKind: (kind: String, apiVersion: String)? = nil) {
+    /// apiVersion: API-server lists leave them out of each item. `source` is spelled out only for
+    /// a problem: most objects have none.
+    mutating func add(_ object: Field, source: @autoclosure () -> String, listKind: (kind: String, apiVersion: String)? = nil) {
         if object.isAbsent { return }  // an empty document, e.g. after a trailing `---`
         guard object.isMapping else {
-            report(nil, source, nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
+            report(nil, source(), nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
             return
         }
         let kind: String
@@ -133,15 +134,15 @@ private struct StateBuilder {
             kind = try object["kind"].string() ?? listKind?.kind ?? ""
             apiVersion = try object["apiVersion"].string() ?? listKind?.apiVersion ?? ""
         } catch {
-            report(nil, source, error.field, error.message)
+            report(nil, source(), error.field, error.message)
             return
         }
         if kind.isEmpty {
-            report(nil, source, "kind", "is missing: not a Kubernetes object")
+            report(nil, source(), "kind", "is missing: not a Kubernetes object")
             return
         }
         if kind.hasSuffix("List") {
-            addItems(of: object, kind: kind, apiVersion: apiVersion, source: source)
+            addItems(of: object, kind: kind, apiVersion: apiVersion, source: source())
             return
         }
         switch (kind, apiVersion) {
@@ -173,43 +174,46 @@ private struct StateBuilder {
             }
         default:
             let version = apiVersion.isEmpty ? "no apiVersion" : "apiVersion \(apiVersion)"
-            report(Self.ref(of: object, kind: kind, scope: .unknown), source, nil,
+            report(Self.ref(of: object, kind: kind, scope: .unknown), source(), nil,
                    "unknown kind \(kind) (\(version)), ignored", skipped: false)
         }
     }
 
-    private mutating func addItems(of list: Field, kind: String, apiVersion: String, source: String) {
+    private mutating func addItems(of list: Field, kind: String, apiVersion: String, source: @autoclosure () -> String) {
         let items: [Field]
         do throws(FieldError) {
             items = try list["items"].list()
         } catch {
-            report(nil, source, error.field, error.message)
+            report(nil, source(), error.field, error.message)
             return
         }
         // `ServiceList` items carry no kind; a plain `List` (what kubectl prints) names each one.
         let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
         for (index, item) in items.enumerated() {
             // Field paths start afresh in each item; the source names the item.
-            add(item.asRoot, source: "\(source), items[\(index)]", listKind: itemKind)
+            add(item.asRoot, source: "\(source()), items[\(index)]", listKind: itemKind)
         }
     }
 
     /// Runs one kind's decoder, turning its failure into a `Problem` about the object and its notes
     /// into `skipped: false` problems. A decoder returns nil for an object it ignores on purpose.
     private mutating func decode<Object>(
-        _ object: Field, kind: String, scope: Scope, source: String,
+        _ object: Field, kind: String, scope: Scope, source: () -> String,
         _ decoder: (Field, inout [FieldError]) throws(FieldError) -> Object?
     ) -> Object? {
-        let ref = Self.ref(of: object, kind: kind, scope: scope)
+        // The object's name is read only for a problem: most objects have none.
         var notes: [FieldError] = []
         do throws(FieldError) {
             let decoded = try decoder(object, &notes)
-            for note in notes {
-                report(ref, source, note.field, note.message, skipped: false)
+            if !notes.isEmpty {
+                let ref = Self.ref(of: object, kind: kind, scope: scope)
+                for note in notes {
+                    report(ref, source(), note.field, note.message, skipped: false)
+                }
             }
             return decoded
         } catch {
-            report(ref, source, error.field, error.message)
+            report(Self.ref(of: object, kind: kind, scope: scope), source(), error.field, error.message)
             return nil
         }
     }
