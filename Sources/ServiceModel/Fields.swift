@@ -146,8 +146,20 @@ struct Field {
         guard case .list(let count, _) = reading.tree.nodes[index] else { throw error("expected a list, got \(summary)") }
         var items: [Field] = []
         items.reserveCapacity(Int(count))
-        reading.tree.forEachItem(index) { items.append(child($0, .index(items.count))) }
+        try forEach { items.append($0) }
         return items
+    }
+
+    /// `body` called with each element of a list, in order (not at all when absent), without
+    /// collecting them: for the lists every object has, such as an endpoint's addresses.
+    func forEach(_ body: (Field) throws(FieldError) -> Void) throws(FieldError) {
+        guard let index, !isAbsent else { return }
+        guard case .list = reading.tree.nodes[index] else { throw error("expected a list, got \(summary)") }
+        var offset = 0
+        try reading.tree.forEachItem(index) { (item) throws(FieldError) in
+            try body(child(item, .index(offset)))
+            offset += 1
+        }
     }
 
     /// Any scalar's text. Numbers and booleans are accepted as text too (`version: 1.0` in labels),
@@ -174,11 +186,15 @@ struct Field {
     /// `true`/`false` (and the YAML 1.1 spellings `yes`/`no`/`on`/`off` that Kubernetes' YAML reader accepts).
     func bool() throws(FieldError) -> Bool? {
         if isAbsent { return nil }
-        guard let (text, quoted) = scalar, !quoted else { throw error("expected true or false, got \(summary)") }
-        // `true` and `false` as JSON spells them first: lowercasing costs more than the rest.
-        if text == "true" { return true }
-        if text == "false" { return false }
-        switch text.lowercased() {
+        guard let index, case .scalar(_, _, quoted: false, _) = reading.tree.nodes[index] else {
+            throw error("expected true or false, got \(summary)")
+        }
+        // `true` and `false` as JSON spells them, from the bytes: making a String costs more.
+        let spelled = reading.tree.withScalarBytes(index) { text -> Bool? in
+            text.spells("true") ? true : text.spells("false") ? false : nil
+        }
+        if let value = spelled ?? nil { return value }
+        switch scalar?.text.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
         default: throw error("expected true or false, got \(summary)")

@@ -184,7 +184,7 @@ enum ObjectDecoder {
         endpoints.reserveCapacity(entries.count)
         for entry in entries {
             var addresses: [IPAddress] = []
-            for field in try entry["addresses"].list() {
+            try entry["addresses"].forEach { (field) throws(FieldError) in
                 let address = try field.required(field.ipAddress())
                 guard address.family == family else {
                     throw field.error("EndpointSlice addressType \(family) but \(field.path) is \(address.family) \(address)")

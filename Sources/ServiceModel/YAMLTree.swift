@@ -183,6 +183,13 @@ func sameText(_ first: UnsafeBufferPointer<UInt8>, ascii firstIsASCII: Bool,
     return String(decoding: first, as: UTF8.self) == String(decoding: second, as: UTF8.self)
 }
 
+extension UnsafeBufferPointer<UInt8> {
+    /// Whether these bytes are exactly `word`'s.
+    func spells(_ word: StaticString) -> Bool {
+        word.withUTF8Buffer { count == $0.count && equalBytes(self, $0) }
+    }
+}
+
 /// Whether two buffers of one length hold the same bytes, compared eight at a time.
 private func equalBytes(_ first: UnsafeBufferPointer<UInt8>, _ second: UnsafeBufferPointer<UInt8>) -> Bool {
     guard let left = UnsafeRawPointer(first.baseAddress), let right = UnsafeRawPointer(second.baseAddress) else {
