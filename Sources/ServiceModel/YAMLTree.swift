@@ -132,7 +132,8 @@ final class YAMLTree {
     }
 }
 
-/// One node of a `YAMLTree`, spelled out: for tests and for messages.
+/// One node of a `YAMLTree`: what the readers hand out for each document. Spelled out as
+/// `contents`, it is what the tests compare between the readers.
 struct YAMLValue {
     let tree: YAMLTree
     let index: Int
@@ -151,8 +152,6 @@ struct YAMLValue {
         }
         return .list(tree.items(index).map { YAMLValue(tree: tree, index: $0) })
     }
-
-    var isNull: Bool { tree.isNull(index) }
 
     /// The node count a document may reach per byte of its text. Only alias expansion (a "billion
     /// laughs" document) can exceed it, and it is refused rather than expanded.

@@ -242,7 +242,7 @@ import Testing
     static func json(_ value: YAMLValue) -> String {
         switch value.contents {
         case .scalar(let text, let quoted):
-            if value.isNull { return "null" }
+            if Field(value).isAbsent { return "null" }
             if !quoted, ["true", "false"].contains(text) || isJSONNumber(text) { return text }
             return jsonString(text)
         case .list(let items):
