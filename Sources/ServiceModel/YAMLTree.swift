@@ -28,8 +28,8 @@ final class YAMLTree {
         }
     }
 
-    /// Every scalar's bytes. For JSON, the text itself (a string without escapes is read where it
-    /// stands) followed by the strings that had escapes; for YAML, each distinct scalar once.
+    /// Every scalar's bytes. For JSON, a copy of the text (a string without escapes is read where
+    /// it stands in it) followed by the strings that had escapes; for YAML, each distinct scalar once.
     private let bytes: RawStorage<UInt8>
     private let storedNodes: RawStorage<Node>
 
