@@ -26,41 +26,71 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     /// Parses dotted-quad IPv4 (leading zeros read as decimal, as kube-proxy's ParseIPSloppy does)
     /// or IPv6 in any RFC 4291 text form, including an embedded IPv4 tail.
     public init?(_ text: String) {
-        if text.contains(":") {
-            guard let parsed = IPAddress.parseIPv6(Substring(text)) else { return nil }
-            bytes = parsed
-        } else {
-            guard let parsed = IPAddress.parseIPv4(Substring(text)) else { return nil }
-            bytes = parsed
-        }
+        // Read as UTF-8 bytes: a state holds an address per endpoint, and `Character` iteration
+        // made address parsing a fifth of the decode time.
+        let parsed = text.utf8.withContiguousStorageIfAvailable { Self.parse($0[...]) } ?? Self.parse(Array(text.utf8)[...])
+        guard let parsed else { return nil }
+        bytes = parsed
     }
 
-    private static func parseIPv4(_ text: Substring) -> [UInt8]? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
+    /// The same, from UTF-8 bytes.
+    init?(utf8 text: UnsafeBufferPointer<UInt8>) {
+        guard let parsed = Self.parse(text[...]) else { return nil }
+        bytes = parsed
+    }
+
+    private static func parse<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? where Text.SubSequence == Text {
+        text.contains(UInt8(ascii: ":")) ? parseIPv6(text) : parseIPv4(text)
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+
+    /// Four dot-separated decimal parts of one to three digits, each at most 255.
+    private static func parseIPv4<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? {
         var out: [UInt8] = []
-        for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let value = UInt8(part) else { return nil }
-            out.append(value)
+        out.reserveCapacity(4)
+        var value = 0
+        var digits = 0
+        for byte in text {
+            if byte == UInt8(ascii: ".") {
+                guard digits > 0, out.count < 3 else { return nil }
+                out.append(UInt8(value))
+                value = 0
+                digits = 0
+            } else {
+                guard isDigit(byte), digits < 3 else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+                guard value <= 255 else { return nil }
+                digits += 1
+            }
         }
+        guard digits > 0, out.count == 3 else { return nil }
+        out.append(UInt8(value))
         return out
     }
 
-    private static func parseIPv6(_ text: Substring) -> [UInt8]? {
-        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == ":" || $0 == ".") }) else { return nil }
-        let halves = String(text).components(separatedBy: "::")
-        guard halves.count <= 2 else { return nil }
-        func groups(_ part: String, allowTail: Bool) -> [UInt8]? {
+    private static func parseIPv6<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? where Text.SubSequence == Text {
+        func isHexDigit(_ byte: UInt8) -> Bool { isDigit(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20) }
+        let colon = UInt8(ascii: ":")
+        guard !text.isEmpty, text.allSatisfy({ isHexDigit($0) || $0 == colon || $0 == UInt8(ascii: ".") }) else { return nil }
+        // At most one `::`, the run of zero groups.
+        var halves = [text]
+        if let double = text.indices.first(where: { text[$0] == colon && text[text.index(after: $0)...].first == colon }) {
+            let rest = text[text.index(double, offsetBy: 2)...]
+            if rest.indices.contains(where: { rest[$0] == colon && rest[rest.index(after: $0)...].first == colon }) { return nil }
+            halves = [text[..<double], rest]
+        }
+        func groups(_ part: Text, allowTail: Bool) -> [UInt8]? {
             if part.isEmpty { return [] }
             var out: [UInt8] = []
-            let fields = part.split(separator: ":", omittingEmptySubsequences: false)
+            let fields = part.split(separator: colon, omittingEmptySubsequences: false)
             for (index, field) in fields.enumerated() {
-                if field.contains(".") {
+                if field.contains(UInt8(ascii: ".")) {
                     guard allowTail, index == fields.count - 1, let v4 = parseIPv4(field) else { return nil }
                     out += v4
                 } else {
-                    guard (1...4).contains(field.count), let value = UInt16(field, radix: 16) else { return nil }
+                    guard (1...4).contains(field.count) else { return nil }
+                    let value = field.reduce(0) { $0 << 4 | UInt16(isDigit($1) ? $1 - UInt8(ascii: "0") : ($1 | 0x20) - UInt8(ascii: "a") + 10) }
                     out += [UInt8(value >> 8), UInt8(value & 0xff)]
                 }
             }
@@ -166,31 +196,6 @@ private extension String {
         while let last = slice.last, last.isWhitespace { slice.removeLast() }
         return String(slice)
     }
-
-    func components(separatedBy separator: String) -> [String] {
-        var result: [String] = []
-        var rest = Substring(self)
-        while let range = rest.range(of: separator) {
-            result.append(String(rest[..<range.lowerBound]))
-            rest = rest[range.upperBound...]
-        }
-        result.append(String(rest))
-        return result
-    }
 }
 
 private enum WhitespaceSet { case whitespaces }
-
-private extension Substring {
-    func range(of needle: String) -> Range<Index>? {
-        guard !needle.isEmpty else { return nil }
-        var start = startIndex
-        while start < endIndex {
-            if self[start...].hasPrefix(needle) {
-                return start..<index(start, offsetBy: needle.count)
-            }
-            start = index(after: start)
-        }
-        return nil
-    }
-}

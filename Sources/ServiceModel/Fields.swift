@@ -4,66 +4,6 @@
 
 internal import Yams
 
-/// A parsed document, reduced to what the decoders read. Yams' own nodes carry tags, marks and weak
-/// anchors that make every copy costly; converting once keeps field lookups cheap on large states.
-enum YAMLValue: Sendable {
-    /// `quoted` is true for quoted and block scalars, which are always strings; only plain ones can
-    /// be numbers, booleans or null.
-    case scalar(String, quoted: Bool)
-    case list([YAMLValue])
-    /// Entries in document order; a key is nil when it is not a scalar.
-    case map([(key: String?, value: YAMLValue)])
-
-    /// The node count a document may reach per byte of its text. Only alias expansion (a "billion
-    /// laughs" document) can exceed it, and it is refused rather than expanded.
-    static let nodesPerByte = 2
-
-    /// Converts a Yams tree, spending one unit of `budget` per node.
-    init(_ node: Yams.Node, budget: inout Int) throws(YAMLTooLarge) {
-        budget -= 1
-        guard budget >= 0 else { throw YAMLTooLarge() }
-        switch node {
-        case .scalar(let scalar):
-            self = .scalar(scalar.string, quoted: scalar.style != .plain && scalar.style != .any)
-        case .sequence(let sequence):
-            var items: [YAMLValue] = []
-            items.reserveCapacity(sequence.count)
-            for item in sequence { items.append(try YAMLValue(item, budget: &budget)) }
-            self = .list(items)
-        case .mapping(let mapping):
-            var entries: [(key: String?, value: YAMLValue)] = []
-            entries.reserveCapacity(mapping.count)
-            for (key, value) in mapping {
-                entries.append((key.scalar?.string, try YAMLValue(value, budget: &budget)))
-            }
-            self = .map(entries)
-        case .alias:
-            self = .scalar("*alias", quoted: true)  // Yams resolves aliases itself; not reached in practice
-        }
-    }
-
-    /// Every non-empty document in `text`, converted.
-    static func documents(in text: String) throws -> [YAMLValue] {
-        let parser = try Parser(yaml: text, resolver: .basic, encoding: .utf8)
-        var budget = nodesPerByte * text.utf8.count + 16
-        var documents: [YAMLValue] = []
-        while let root = try parser.nextRoot() {
-            documents.append(try YAMLValue(root, budget: &budget))
-        }
-        return documents
-    }
-
-    var isNull: Bool {
-        guard case .scalar(let text, let quoted) = self else { return false }
-        return !quoted && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL")
-    }
-}
-
-/// A document with far more nodes than its size allows, which only alias expansion produces.
-struct YAMLTooLarge: Error, CustomStringConvertible {
-    var description: String { "the document expands to too many nodes (aliases repeated too often)" }
-}
-
 /// One field that could not be read. The decoders turn it into a `Problem` or a `ConfigError`.
 struct FieldError: Error, Hashable {
     /// Dotted path inside the object, e.g. `spec.ports[1].port`.
@@ -75,60 +15,158 @@ struct FieldError: Error, Hashable {
 ///
 /// YAML `null` (and an empty plain value) counts as absent, as it does for Kubernetes' JSON decoding.
 struct Field {
-    let node: YAMLValue?
-    let path: String
+    private let reading: Reading
+    /// The node in `reading.tree`; nil when the field is absent.
+    private let index: Int?
+    /// This field's path in `reading`.
+    private let step: Int
 
-    init(_ node: YAMLValue?, path: String = "") {
-        self.node = node
-        self.path = path
+    /// What all the fields read from one root share: the tree, and the steps of their paths.
+    ///
+    /// Decoders read every field of every object, and building each one's dotted path as text took
+    /// longer than parsing the JSON; so a path is kept as steps, each pointing at its parent, and
+    /// spelled out only for a message. One shared object also keeps copying a field cheap.
+    private final class Reading {
+        /// Plain values (keys are the decoders' literals), so that dropping the steps of an object
+        /// is one deallocation rather than a release per step.
+        enum Step {
+            case key(StaticString)
+            case index(Int)
+        }
+
+        let tree: YAMLTree
+        private let steps = RawStorage<(parent: Int, step: Step)>(capacity: 128)  // enough for most objects
+        static let root = -1
+
+        init(_ tree: YAMLTree) {
+            self.tree = tree
+        }
+
+        func append(_ step: Step, below parent: Int) -> Int {
+            steps.append((parent, step))
+            return steps.count - 1
+        }
+
+        /// `spec.ports[1].port`; empty for the root.
+        func path(_ step: Int) -> String {
+            var chain: [Step] = []
+            var current = step
+            while current != Self.root {
+                chain.append(steps[current].step)
+                current = steps[current].parent
+            }
+            var text = ""
+            for step in chain.reversed() {
+                switch step {
+                case .key(let key): text = Field.appending(key.description, to: text)
+                case .index(let offset): text += "[\(offset)]"
+                }
+            }
+            return text
+        }
     }
 
-    var isAbsent: Bool { node?.isNull ?? true }
-
-    var isMapping: Bool {
-        if case .map? = node { return true }
-        return false
+    /// A document's root, whose path is empty.
+    init(_ root: YAMLValue) {
+        self.init(Reading(root.tree), root.index, step: Reading.root)
     }
+
+    private init(_ reading: Reading, _ index: Int?, step: Int) {
+        self.reading = reading
+        self.index = index
+        self.step = step
+    }
+
+    private func child(_ index: Int?, _ step: Reading.Step) -> Field {
+        Field(reading, index, step: reading.append(step, below: self.step))
+    }
+
+    /// The same value as the root of a document, its path started afresh: for the items of a
+    /// `List`, each reported as an object of its own.
+    var asRoot: Field {
+        Field(Reading(reading.tree), index, step: Reading.root)
+    }
+
+    /// Dotted path inside the document, e.g. `spec.ports[1].port`.
+    var path: String { reading.path(step) }
+
+    private static func appending(_ key: String, to path: String) -> String {
+        path.isEmpty ? key : "\(path).\(key)"
+    }
+
+    var isAbsent: Bool { index.map { reading.tree.isNull($0) } ?? true }
+
+    var isMapping: Bool { index.map { reading.tree.isMap($0) } ?? false }
+
+    /// `body` applied to a scalar's UTF-8 bytes; nil for a list or mapping, or when absent.
+    func scalarBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result? {
+        index.flatMap { reading.tree.withScalarBytes($0, body) }
+    }
+
+    /// A scalar's text and style; nil when absent, a list or a mapping.
+    private var scalar: (text: String, quoted: Bool)? { index.flatMap { reading.tree.scalar($0) } }
 
     /// An unquoted decimal number, as opposed to a string (for int-or-string fields).
-    var isPlainInteger: Bool {
-        guard case .scalar(let text, quoted: false)? = node else { return false }
-        return parseDecimal(text) != nil
+    var isPlainInteger: Bool { plainInteger != nil }
+
+    /// A plain scalar's decimal value, read from its bytes; nil for anything else.
+    private var plainInteger: Int? {
+        guard let index, case .scalar(_, _, quoted: false, _) = reading.tree.nodes[index] else { return nil }
+        return reading.tree.withScalarBytes(index) { parseDecimal(utf8: $0) } ?? nil
     }
 
     func error(_ message: String) -> FieldError { FieldError(field: path, message: message) }
 
     /// The child `key` of a mapping. Reading a child of an absent field gives an absent field, so
     /// optional sections need no special casing; reading one of a scalar or list is an error.
-    subscript(key: String) -> Field {
+    ///
+    /// Keys are literals: a path keeps them without copying, and they compare as bytes.
+    subscript(key: StaticString) -> Field {
         get throws(FieldError) {
-            let childPath = path.isEmpty ? key : "\(path).\(key)"
-            if isAbsent { return Field(nil, path: childPath) }
-            guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
-            let index = entries.firstIndex { $0.key == key }
-            return Field(index.map { entries[$0].value }, path: childPath)
+            guard let index else { return child(nil, .key(key)) }
+            if reading.tree.isMap(index) {
+                let value = key.withUTF8Buffer { reading.tree.value(in: index, forKey: $0, ascii: key.isASCII) }
+                return child(value, .key(key))
+            }
+            guard reading.tree.isNull(index) else { throw error("expected a mapping, got \(summary)") }
+            return child(nil, .key(key))
         }
     }
 
     /// The keys of a mapping, in document order (empty when absent).
     func keys() throws(FieldError) -> [String] {
-        if isAbsent { return [] }
-        guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
-        return entries.map { $0.key ?? "?" }
+        guard let index, !isAbsent else { return [] }
+        guard reading.tree.isMap(index) else { throw error("expected a mapping, got \(summary)") }
+        return reading.tree.entries(index).map { $0.key ?? "?" }
     }
 
     /// The elements of a list, each with its indexed path (empty when absent).
     func list() throws(FieldError) -> [Field] {
-        if isAbsent { return [] }
-        guard case .list(let items)? = node else { throw error("expected a list, got \(summary)") }
-        return items.enumerated().map { Field($0.element, path: "\(path)[\($0.offset)]") }
+        guard let index, !isAbsent else { return [] }
+        guard case .list(let count, _) = reading.tree.nodes[index] else { throw error("expected a list, got \(summary)") }
+        var items: [Field] = []
+        items.reserveCapacity(Int(count))
+        try forEach { items.append($0) }
+        return items
+    }
+
+    /// `body` called with each element of a list, in order (not at all when absent), without
+    /// collecting them: for the lists every object has, such as an endpoint's addresses.
+    func forEach(_ body: (Field) throws(FieldError) -> Void) throws(FieldError) {
+        guard let index, !isAbsent else { return }
+        guard case .list = reading.tree.nodes[index] else { throw error("expected a list, got \(summary)") }
+        var offset = 0
+        try reading.tree.forEachItem(index) { (item) throws(FieldError) in
+            try body(child(item, .index(offset)))
+            offset += 1
+        }
     }
 
     /// Any scalar's text. Numbers and booleans are accepted as text too (`version: 1.0` in labels),
     /// since their spelling is what the user meant.
     func string() throws(FieldError) -> String? {
         if isAbsent { return nil }
-        guard case .scalar(let text, _)? = node else { throw error("expected a string, got \(summary)") }
+        guard let (text, _) = scalar else { throw error("expected a string, got \(summary)") }
         return text
     }
 
@@ -141,17 +179,22 @@ struct Field {
     /// A plain decimal integer. A quoted number is rejected, as the API server rejects it.
     func int() throws(FieldError) -> Int? {
         if isAbsent { return nil }
-        guard case .scalar(let text, quoted: false)? = node, let value = parseDecimal(text) else {
-            throw error("expected an integer, got \(summary)")
-        }
+        guard let value = plainInteger else { throw error("expected an integer, got \(summary)") }
         return value
     }
 
     /// `true`/`false` (and the YAML 1.1 spellings `yes`/`no`/`on`/`off` that Kubernetes' YAML reader accepts).
     func bool() throws(FieldError) -> Bool? {
         if isAbsent { return nil }
-        guard case .scalar(let text, quoted: false)? = node else { throw error("expected true or false, got \(summary)") }
-        switch text.lowercased() {
+        guard let index, case .scalar(_, _, quoted: false, _) = reading.tree.nodes[index] else {
+            throw error("expected true or false, got \(summary)")
+        }
+        // `true` and `false` as JSON spells them, from the bytes: making a String costs more.
+        let spelled = reading.tree.withScalarBytes(index) { text -> Bool? in
+            text.spells("true") ? true : text.spells("false") ? false : nil
+        }
+        if let value = spelled ?? nil { return value }
+        switch scalar?.text.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
         default: throw error("expected true or false, got \(summary)")
@@ -160,12 +203,18 @@ struct Field {
 
     /// A `map[string]string` such as labels or a selector; nil when absent.
     func stringMap() throws(FieldError) -> [String: String]? {
-        if isAbsent { return nil }
-        guard case .map(let entries)? = node else { throw error("expected a mapping, got \(summary)") }
+        guard let index, !isAbsent else { return nil }
+        guard reading.tree.isMap(index) else { throw error("expected a mapping, got \(summary)") }
         var result: [String: String] = [:]
-        for (key, value) in entries {
+        for (key, value) in reading.tree.entries(index) {
             guard let key else { throw error("keys must be strings") }
-            result[key] = try Field(value, path: "\(path).\(key)").string() ?? ""
+            if reading.tree.isNull(value) {
+                result[key] = ""
+            } else if let (text, _) = reading.tree.scalar(value) {
+                result[key] = text
+            } else {
+                throw FieldError(field: Self.appending(key, to: path), message: "expected a string, got \(Self.summary(value, in: reading.tree))")
+            }
         }
         return result
     }
@@ -178,23 +227,37 @@ struct Field {
     }
 
     /// A short description of the value for messages: the scalar quoted, or "a list" / "a mapping".
-    var summary: String {
-        switch node {
-        case .none: "nothing"
-        case .scalar(let text, let quoted)?: quoted ? ServiceModel.quoted(text) : clipped(text)
-        case .list?: "a list"
-        case .map?: "a mapping"
-        }
+    var summary: String { Self.summary(index, in: reading.tree) }
+
+    private static func summary(_ index: Int?, in tree: YAMLTree) -> String {
+        guard let index else { return "nothing" }
+        if let (text, quoted) = tree.scalar(index) { return quoted ? ServiceModel.quoted(text) : clipped(text) }
+        return tree.isMap(index) ? "a mapping" : "a list"
     }
 }
 
 /// A decimal integer with an optional sign; no octal, hex, underscores or sexagesimal, which YAML 1.1
 /// would read differently from Kubernetes.
 func parseDecimal(_ text: String) -> Int? {
-    var digits = Substring(text)
-    if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
-    guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-    return Int(text)
+    text.utf8.withContiguousStorageIfAvailable { parseDecimal(utf8: $0) } ?? parseDecimal(utf8: Array(text.utf8))
+}
+
+/// The same, from UTF-8 bytes; nil on overflow, as `Int(_:)` gives.
+func parseDecimal<Bytes: Collection<UInt8>>(utf8 text: Bytes) -> Int? {
+    var digits = text[...]
+    let negative = digits.first == UInt8(ascii: "-")
+    if negative || digits.first == UInt8(ascii: "+") { digits = digits.dropFirst() }
+    guard !digits.isEmpty else { return nil }
+    var value = 0
+    for byte in digits {
+        guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+        let digit = Int(byte - UInt8(ascii: "0"))
+        let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+        let (next, carry) = negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
+        guard !overflow && !carry else { return nil }
+        value = next
+    }
+    return value
 }
 
 /// A value in double quotes for a message, shortened so a huge value cannot flood a log line.

@@ -207,13 +207,16 @@ extension NodeConfig {
                 try Self.parseNodePortAddresses(values, field: "nodePortAddresses")
             }
         }
-        for key in ["healthzBindAddress", "metricsBindAddress"] {
-            guard let address = try root[key].string() else { continue }
+        /// A `host:port` bind address, checked unless empty; nil when absent.
+        func bindAddress(_ key: StaticString) throws(FieldError) -> String? {
+            guard let address = try root[key].string() else { return nil }
             if !address.isEmpty {
-                try fieldValue { () throws(ConfigError) in try Self.validateHostPort(address, field: key) }
+                try fieldValue { () throws(ConfigError) in try Self.validateHostPort(address, field: key.description) }
             }
-            if key == "healthzBindAddress" { healthzBindAddress = address } else { metricsBindAddress = address }
+            return address
         }
+        if let address = try bindAddress("healthzBindAddress") { healthzBindAddress = address }
+        if let address = try bindAddress("metricsBindAddress") { metricsBindAddress = address }
         try applyDetectLocalMode(root["detectLocalMode"], notes: &notes)
 
         let nftables = try root["nftables"]

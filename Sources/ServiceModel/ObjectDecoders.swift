@@ -84,7 +84,8 @@ enum ObjectDecoder {
     private static func servicePorts(_ field: Field) throws(FieldError) -> [ServicePort] {
         let entries = try field.list()
         var ports: [ServicePort] = []
-        var seen: [String: String] = [:]  // name or "port/protocol" → the field that used it first
+        var seen: [PortIdentity: Field] = [:]  // → the port that used it first; one port repeats nothing
+        if entries.count > 1 { seen.reserveCapacity(entries.count * 3) }
         for entry in entries {
             let name = try entry["name"].name(.portName) ?? ""
             if name.isEmpty && entries.count > 1 {
@@ -95,17 +96,32 @@ enum ObjectDecoder {
             let targetPort = try Self.targetPort(entry["targetPort"]) ?? .number(port)
             let nodePort = try entry["nodePort"].port(allowZero: true) ?? 0
             // Duplicates would give two verdict-map elements with one key: the kernel rejects the batch.
-            let keys = [
-                name.isEmpty ? nil : "name \(quoted(name))", "port \(port)/\(proto.rawValue)",
-                nodePort == 0 ? nil : "nodePort \(nodePort)/\(proto.rawValue)",
-            ]
-            for key in keys.compactMap({ $0 }) {
-                if let first = seen[key] { throw entry.error("duplicate \(key) (also \(first))") }
-                seen[key] = entry.path
+            func claim(_ identity: PortIdentity) throws(FieldError) {
+                guard entries.count > 1 else { return }
+                if let first = seen[identity] { throw entry.error("duplicate \(identity) (also \(first.path))") }
+                seen[identity] = entry
             }
+            if !name.isEmpty { try claim(.name(name)) }
+            try claim(.port(port, proto))
+            if nodePort != 0 { try claim(.nodePort(nodePort, proto)) }
             ports.append(ServicePort(name: name, protocol: proto, port: port, targetPort: targetPort, nodePort: nodePort))
         }
         return ports
+    }
+
+    /// What two ports of one service must not share, spelled as a message names it.
+    private enum PortIdentity: Hashable, CustomStringConvertible {
+        case name(String)
+        case port(UInt16, L4Protocol)
+        case nodePort(UInt16, L4Protocol)
+
+        var description: String {
+            switch self {
+            case .name(let name): "name \(quoted(name))"
+            case .port(let port, let proto): "port \(port)/\(proto.rawValue)"
+            case .nodePort(let port, let proto): "nodePort \(port)/\(proto.rawValue)"
+            }
+        }
     }
 
     /// An int-or-string: a number (0 means "same as port", as the API server defaults it) or a
@@ -163,10 +179,12 @@ enum ObjectDecoder {
             return nil
         }
 
+        let entries = try object["endpoints"].list()
         var endpoints: [Endpoint] = []
-        for entry in try object["endpoints"].list() {
+        endpoints.reserveCapacity(entries.count)
+        for entry in entries {
             var addresses: [IPAddress] = []
-            for field in try entry["addresses"].list() {
+            try entry["addresses"].forEach { (field) throws(FieldError) in
                 let address = try field.required(field.ipAddress())
                 guard address.family == family else {
                     throw field.error("EndpointSlice addressType \(family) but \(field.path) is \(address.family) \(address)")
@@ -175,6 +193,7 @@ enum ObjectDecoder {
             }
             if addresses.isEmpty { continue }  // kube-proxy ignores an endpoint with no address
             let conditions = try entry["conditions"]
+            let hints = try entry["hints"]
             endpoints.append(Endpoint(
                 addresses: addresses,
                 conditions: EndpointConditions(
@@ -183,8 +202,8 @@ enum ObjectDecoder {
                     terminating: try conditions["terminating"].bool() ?? false),
                 nodeName: try entry["nodeName"].nonEmptyString(),
                 zone: try entry["zone"].nonEmptyString(),
-                hintZones: try hintNames(entry["hints"]["forZones"]),
-                hintNodes: try hintNames(entry["hints"]["forNodes"])
+                hintZones: try hintNames(hints["forZones"]),
+                hintNodes: try hintNames(hints["forNodes"])
             ))
         }
 

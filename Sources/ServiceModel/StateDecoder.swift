@@ -6,11 +6,35 @@
 /// `Problem` naming the object, the document and the field; everything else still decodes.
 
 public enum StateDecoder {
-    /// Decodes multi-document YAML, JSON, `kind: List` (or any `…List`) and single objects.
+    /// Decodes multi-document YAML, JSON (one value, or several one after another), `kind: List`
+    /// (or any `…List`) and single objects.
     ///
     /// - Parameter source: where the text came from (a file name); problems carry it with the
     ///   document number so a user can find the object.
     public static func decode(_ text: String, source: String) -> ClusterState {
+        // JSON has no `---` markers to split on, and reading it directly is many times faster than
+        // libyaml. Text that turns out not to be JSON is read as YAML, as it always was.
+        if JSONReader.looksLikeJSON(text), let documents = JSONReader.read(text) {
+            return decode(documents, source: source)
+        }
+        return decodeYAML(text, source: source)
+    }
+
+    /// The top-level JSON values, numbered as YAML documents are.
+    static func decode(_ documents: [Result<YAMLValue, JSONSyntaxError>], source: String) -> ClusterState {
+        var builder = StateBuilder()
+        for (index, document) in documents.enumerated() {
+            let location = "\(source), document \(index + 1)"
+            switch document {
+            case .success(let root): builder.add(Field(root), source: location)
+            case .failure(let error): builder.report(nil, location, nil, "not valid JSON: \(error)")
+            }
+        }
+        return builder.state
+    }
+
+    /// Any text, JSON included, read by libyaml one `---` document at a time.
+    static func decodeYAML(_ text: String, source: String) -> ClusterState {
         var builder = StateBuilder()
         for document in YAMLDocument.split(text) {
             let location = "\(source), document \(document.number)"
@@ -96,11 +120,12 @@ private struct StateBuilder {
     }
 
     /// Adds one document or list item. `listKind` is the enclosing `FooList`'s item kind and
-    /// apiVersion: API-server lists leave them out of each item.
-    mutating func add(_ object: Field, source: String, listKind: (kind: String, apiVersion: String)? = nil) {
+    /// apiVersion: API-server lists leave them out of each item. `source` is spelled out only for
+    /// a problem: most objects have none.
+    mutating func add(_ object: Field, source: @autoclosure () -> String, listKind: (kind: String, apiVersion: String)? = nil) {
         if object.isAbsent { return }  // an empty document, e.g. after a trailing `---`
         guard object.isMapping else {
-            report(nil, source, nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
+            report(nil, source(), nil, "expected a Kubernetes object (a mapping), got \(object.summary)")
             return
         }
         let kind: String
@@ -109,15 +134,15 @@ private struct StateBuilder {
             kind = try object["kind"].string() ?? listKind?.kind ?? ""
             apiVersion = try object["apiVersion"].string() ?? listKind?.apiVersion ?? ""
         } catch {
-            report(nil, source, error.field, error.message)
+            report(nil, source(), error.field, error.message)
             return
         }
         if kind.isEmpty {
-            report(nil, source, "kind", "is missing: not a Kubernetes object")
+            report(nil, source(), "kind", "is missing: not a Kubernetes object")
             return
         }
         if kind.hasSuffix("List") {
-            addItems(of: object, kind: kind, apiVersion: apiVersion, source: source)
+            addItems(of: object, kind: kind, apiVersion: apiVersion, source: source())
             return
         }
         switch (kind, apiVersion) {
@@ -149,43 +174,46 @@ private struct StateBuilder {
             }
         default:
             let version = apiVersion.isEmpty ? "no apiVersion" : "apiVersion \(apiVersion)"
-            report(Self.ref(of: object, kind: kind, scope: .unknown), source, nil,
+            report(Self.ref(of: object, kind: kind, scope: .unknown), source(), nil,
                    "unknown kind \(kind) (\(version)), ignored", skipped: false)
         }
     }
 
-    private mutating func addItems(of list: Field, kind: String, apiVersion: String, source: String) {
+    private mutating func addItems(of list: Field, kind: String, apiVersion: String, source: @autoclosure () -> String) {
         let items: [Field]
         do throws(FieldError) {
             items = try list["items"].list()
         } catch {
-            report(nil, source, error.field, error.message)
+            report(nil, source(), error.field, error.message)
             return
         }
         // `ServiceList` items carry no kind; a plain `List` (what kubectl prints) names each one.
         let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
         for (index, item) in items.enumerated() {
             // Field paths start afresh in each item; the source names the item.
-            add(Field(item.node), source: "\(source), items[\(index)]", listKind: itemKind)
+            add(item.asRoot, source: "\(source()), items[\(index)]", listKind: itemKind)
         }
     }
 
     /// Runs one kind's decoder, turning its failure into a `Problem` about the object and its notes
     /// into `skipped: false` problems. A decoder returns nil for an object it ignores on purpose.
     private mutating func decode<Object>(
-        _ object: Field, kind: String, scope: Scope, source: String,
+        _ object: Field, kind: String, scope: Scope, source: () -> String,
         _ decoder: (Field, inout [FieldError]) throws(FieldError) -> Object?
     ) -> Object? {
-        let ref = Self.ref(of: object, kind: kind, scope: scope)
+        // The object's name is read only for a problem: most objects have none.
         var notes: [FieldError] = []
         do throws(FieldError) {
             let decoded = try decoder(object, &notes)
-            for note in notes {
-                report(ref, source, note.field, note.message, skipped: false)
+            if !notes.isEmpty {
+                let ref = Self.ref(of: object, kind: kind, scope: scope)
+                for note in notes {
+                    report(ref, source(), note.field, note.message, skipped: false)
+                }
             }
             return decoded
         } catch {
-            report(ref, source, error.field, error.message)
+            report(Self.ref(of: object, kind: kind, scope: scope), source(), error.field, error.message)
             return nil
         }
     }
@@ -202,7 +230,7 @@ private struct StateBuilder {
 
     /// The object's identity as far as it can be read, for naming it in a problem.
     private static func ref(of object: Field, kind: String, scope: Scope) -> ObjectRef {
-        func text(_ key: String) -> String {
+        func text(_ key: StaticString) -> String {
             ((try? object["metadata"][key].string()) ?? nil) ?? ""
         }
         let namespace = switch scope {

@@ -16,16 +16,15 @@ enum NameRule {
         switch self {
         case .label:
             if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
-            if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid name: \(Self.labelHint)" }
+            if !Self.holds(name, Self.isLabel) { return "\(quoted(name)) is not a valid name: \(Self.labelHint)" }
         case .portName:
             // kubectl prints an unnamed port as `name: ""`: that is no name, not a bad one.
             if name.isEmpty { return nil }
             if name.utf8.count > 63 { return "\(quoted(name)) is longer than 63 characters" }
-            if !Self.isLabel(Substring(name)) { return "\(quoted(name)) is not a valid port name: \(Self.labelHint)" }
+            if !Self.holds(name, Self.isLabel) { return "\(quoted(name)) is not a valid port name: \(Self.labelHint)" }
         case .subdomain:
             if name.utf8.count > 253 { return "\(quoted(name)) is longer than 253 characters" }
-            let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-            if !labels.allSatisfy({ Self.isLabel($0) }) {
+            if !Self.holds(name, Self.isSubdomain) {
                 return "\(quoted(name)) is not a valid name: use lowercase letters, digits, '-' and '.', "
                     + "starting and ending with a letter or digit"
             }
@@ -35,10 +34,26 @@ enum NameRule {
 
     private static let labelHint = "use lowercase letters, digits and '-', starting and ending with a letter or digit"
 
-    private static func isLabel(_ text: Substring) -> Bool {
-        guard let first = text.utf8.first, let last = text.utf8.last else { return false }
+    /// Checks `name` as UTF-8 bytes: only ASCII names are valid, and every object has names to
+    /// check, so `Character`s would cost too much.
+    private static func holds(_ name: String, _ rule: (UnsafeBufferPointer<UInt8>) -> Bool) -> Bool {
+        name.utf8.withContiguousStorageIfAvailable(rule) ?? Array(name.utf8).withUnsafeBufferPointer(rule)
+    }
+
+    private static func isLabel(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let first = text.first, let last = text.last else { return false }
         func alnum(_ byte: UInt8) -> Bool { (0x61...0x7a).contains(byte) || (0x30...0x39).contains(byte) }
-        return alnum(first) && alnum(last) && text.utf8.allSatisfy { alnum($0) || $0 == 0x2d }
+        return alnum(first) && alnum(last) && text.allSatisfy { alnum($0) || $0 == 0x2d }
+    }
+
+    /// Labels joined by dots.
+    private static func isSubdomain(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
+        var labelStart = 0
+        for end in 0...text.count where end == text.count || text[end] == UInt8(ascii: ".") {
+            guard isLabel(UnsafeBufferPointer(rebasing: text[labelStart..<end])) else { return false }
+            labelStart = end + 1
+        }
+        return true
     }
 }
 
@@ -52,6 +67,8 @@ extension Field {
 
     /// An IP address in any form Kubernetes accepts (IPv4 leading zeros included), canonicalised.
     func ipAddress() throws(FieldError) -> IPAddress? {
+        // Most are valid: those are read from the document's bytes, without making a String.
+        if let address = scalarBytes(IPAddress.init(utf8:)) ?? nil { return address }
         guard let text = try string() else { return nil }
         guard let address = IPAddress(text) else { throw error("\(quoted(text)) is not an IP address") }
         return address
@@ -83,7 +100,7 @@ extension Field {
 /// Parses `address/length` (whitespace around it tolerated), throwing a `FieldError` for `field`.
 func parseCIDR(_ text: String, field: String) throws(FieldError) -> CIDR {
     let trimmed = text.trimmed
-    guard trimmed.contains("/"), let cidr = CIDR(trimmed) else {
+    guard trimmed.utf8.contains(UInt8(ascii: "/")), let cidr = CIDR(trimmed) else {
         throw FieldError(field: field, message: "\(quoted(text)) is not a CIDR (expected address/length, e.g. 10.0.0.0/16)")
     }
     return cidr
