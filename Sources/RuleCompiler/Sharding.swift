@@ -13,10 +13,13 @@ public struct Sharding: Sendable, Hashable {
     /// Number of shard tables per family (only the ones that hold a service exist).
     public let count: Int
 
-    /// The most shard tables nftproxy makes: each one adds a hook every new connection passes.
+    /// The most shard tables nftproxy makes.
     public static let maximum = 256
-    /// Services per shard that the automatic choice aims at.
-    public static let servicesPerShard = 256
+    /// Services per shard that the automatic choice aims at. Fewer, larger shards cost more per
+    /// change (validation grows with the table); more, smaller ones cost every new connection a
+    /// pass through each shard's nat hooks. Measured at 10k services (BENCHMARKS.md): 64 shards
+    /// gave 1.1 ms per change but 46 % of the 1-service connection rate; 16 shards keep most of it.
+    public static let servicesPerShard = 1024
 
     public init(count: Int) {
         self.count = max(1, min(count, Sharding.maximum))

@@ -29,7 +29,7 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .customLong("masquerade-bit"), help: ArgumentHelp("Packet-mark bit (0-31) that asks for masquerade (default 14: 0x4000).", valueName: "bit"))
     var masqueradeBit: Int?
 
-    @Option(name: .customLong("table-shards"), help: ArgumentHelp("Spread services over this many tables per family (1-256; default: one per 256 services, rounded to a power of two). A one-service change re-validates only its table.", valueName: "n"))
+    @Option(name: .customLong("table-shards"), help: ArgumentHelp("Spread services over this many tables per family (1-256; default: one per 1024 services, rounded to a power of two). More shards make a one-service change cheaper (it re-validates only its table) and every new connection dearer (it passes each shard's nat hooks).", valueName: "n"))
     var tableShards: Int?
 
     /// The node configuration: the file first, then each flag given on top.
