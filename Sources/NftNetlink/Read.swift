@@ -122,9 +122,11 @@ struct TableReader {
         }
         guard !tables.isEmpty else { return [] }
 
-        try socket.request(NFT_MSG_GETSET, family: family.nfproto, dump: true) { message throws(BackendError) in
-            guard let index = tables.index(of: message, tableAttribute: UInt16(NFTA_SET_TABLE.rawValue)) else { return }
-            tables.tables[index].sets.append(try SetDecoder.set(message, table: tables.ref(index)))
+        // Sets per table: the kernel filters set dumps by table, so no other table's sets are read.
+        // (It cannot filter chain dumps: the family's chain headers come back, below, and only
+        // ours are kept.)
+        for index in tables.tables.indices {
+            tables.tables[index].sets = try readSets(tables.ref(index))
         }
         var decoder = DumpDecoder()
         for index in tables.tables.indices {
