@@ -96,7 +96,11 @@ public struct Transaction: Sendable, Hashable {
         return false
     }
 
-    private static func diff(_ old: Table, _ new: Table) -> [Operation] {
+    /// The operations that turn `old` into `new`, one table that exists before and after with
+    /// the same fixed parts: new sets and chains, rewritten chains, element changes, then what
+    /// goes. `old` and `new` may also be parts of that table (the same set definitions, some of
+    /// the chains and elements): what neither holds is left alone.
+    public static func diff(_ old: Table, _ new: Table) -> [Operation] {
         let ref = TableRef(new.family, new.name)
         var ops: [Operation] = []
         let oldChains = Dictionary(old.chains.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

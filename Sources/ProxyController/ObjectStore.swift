@@ -190,7 +190,7 @@ public struct ObjectStore: Sendable, Equatable {
             serviceCIDRs: serviceCIDRs.values.sorted { $0.name < $1.name },
             problems: problems.values.flatMap { $0 }
         )
-        state.servicesWithSlices = Set(sliceOwners.values)
+        state.servicesWithSlices = Set(ownerCounts.keys)
         return state
     }
 

@@ -226,7 +226,7 @@ public actor SyncController {
             }
             transaction = Transaction.diff(from: current, to: compilation.ruleset)
             // A full sync that must change rules nobody asked to change found someone else's edit.
-            if !replace && !repairReported && !transaction.isEmpty && assembly?.ruleset() == compilation.ruleset {
+            if !replace && !repairReported && !transaction.isEmpty && assembly?.describesSameRules(as: next) == true {
                 metrics.increment(.driftRepairs)
                 logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
                     "why": "the full resync found \(transaction.operations.count) operation(s) to redo",

@@ -34,10 +34,9 @@ public struct RulesetAssembly: Sendable {
         var element: Element
     }
 
-    private struct ChainKey: Hashable, Comparable {
+    private struct ChainKey: Hashable {
         var table: TableRef
         var name: Name
-        static func < (lhs: ChainKey, rhs: ChainKey) -> Bool { (lhs.table, lhs.name) < (rhs.table, rhs.name) }
     }
 
     fileprivate struct ElementKey: Hashable {
@@ -53,14 +52,16 @@ public struct RulesetAssembly: Sendable {
     // MARK: - Adding and replacing fragments
 
     /// Adds a service's fragment, replacing any earlier one (conflicts show in `compilation`).
+    /// The claim index, derived from the fragments, is rebuilt when next needed.
     public mutating func insert(_ fragment: ServiceFragment) {
-        if var index {
-            self.index = nil
-            if let old = fragments[fragment.service] { index.remove(old) }
-            index.add(fragment)
-            self.index = index
-        }
+        index = nil
         fragments[fragment.service] = fragment
+    }
+
+    /// Whether both assemblies make the same ruleset (same node facts, sharding and fragments),
+    /// without listing either.
+    public func describesSameRules(as other: RulesetAssembly) -> Bool {
+        facts == other.facts && sharding == other.sharding && fragments == other.fragments
     }
 
     /// Builds the claim index now (the agent does it after a full sync, so that the first
@@ -126,31 +127,35 @@ public struct RulesetAssembly: Sendable {
         let shards = populationBefore.filter { $0.key.name != Naming.table }
         let created = Set(shards.filter { $0.value == 0 && (index.population[$0.key] ?? 0) > 0 }.keys)
         let deleted = Set(shards.filter { $0.value > 0 && (index.population[$0.key] ?? 0) == 0 }.keys)
-        var ops: [Operation] = []
-        for table in created.sorted() { ops += Transaction.creating(skeleton(table)) }
 
-        let added = chainsAfter.keys.filter { chainsBefore[$0] == nil && !deleted.contains($0.table) }.sorted()
-        let removed = chainsBefore.keys.filter { chainsAfter[$0] == nil && !deleted.contains($0.table) }.sorted()
-        let rewritten = chainsAfter.keys.filter { key in chainsBefore[key].map { $0.rules != chainsAfter[key]!.rules } ?? false }.sorted()
-        ops += added.map { .addChain($0.table, $0.name, nil) }
-        ops += rewritten.map { .flushChain($0.table, $0.name) }
-        ops += removed.filter { !chainsBefore[$0]!.rules.isEmpty }.map { .flushChain($0.table, $0.name) }
-        for key in added + rewritten { ops += chainsAfter[key]!.rules.map { .addRule(key.table, chain: key.name, $0) } }
-
-        var deletions: [SetSlot: [Element]] = [:]
-        var additions: [SetSlot: [Element]] = [:]
+        // The touched part of each table, before and after; the table diff orders the operations.
+        var parts: [TableRef: (before: Table, after: Table)] = [:]
+        func touch(_ table: TableRef) {
+            guard parts[table] == nil else { return }
+            let skeleton = skeleton(table)
+            let empty = Table(family: table.family, name: table.name, comment: skeleton.comment, sets: skeleton.sets.map(\.withoutElements))
+            parts[table] = (empty, empty)
+        }
+        func place(_ element: Element, in set: Name, of table: TableRef, after: Bool) {
+            touch(table)
+            guard let index = parts[table]!.before.sets.firstIndex(where: { $0.name == set }) else { return }
+            if after { parts[table]!.after.sets[index].elements.append(element) } else { parts[table]!.before.sets[index].elements.append(element) }
+        }
+        for (key, chain) in chainsBefore { touch(key.table); parts[key.table]!.before.chains.append(chain) }
+        for (key, chain) in chainsAfter { touch(key.table); parts[key.table]!.after.chains.append(chain) }
         for (key, before) in holdersBefore {
             let after = index.holder(key)
             guard before != after else { continue }
-            if let before, !deleted.contains(before.table) {
-                deletions[SetSlot(table: before.table, set: key.space.set), default: []].append(before.element)
-            }
-            if let after { additions[SetSlot(table: after.table, set: key.space.set), default: []].append(after.element) }
+            if let before { place(before.element, in: key.space.set, of: before.table, after: false) }
+            if let after { place(after.element, in: key.space.set, of: after.table, after: true) }
         }
-        let byKey = { (a: Element, b: Element) in a.key.lexicographicallyPrecedes(b.key) }
-        for slot in deletions.keys.sorted() { ops.append(.deleteElements(slot.table, set: slot.set, deletions[slot]!.sorted(by: byKey))) }
-        for slot in additions.keys.sorted() { ops.append(.addElements(slot.table, set: slot.set, additions[slot]!.sorted(by: byKey))) }
-        ops += removed.map { .deleteChain($0.table, $0.name) }
+
+        var ops: [Operation] = []
+        for table in created.sorted() { ops += Transaction.creating(skeleton(table)) }
+        for table in parts.keys.sorted() where !deleted.contains(table) {
+            let (before, after) = parts[table]!
+            ops += Transaction.diff(before.inOrder, after.inOrder)
+        }
         ops += deleted.sorted().map { .deleteTable($0) }
         return ops
     }
@@ -438,5 +443,15 @@ private struct ClaimIndex: Sendable {
         let tables = fragment.tables
         for table in tables { population[table, default: 0] += delta }
         for family in Set(tables.map(\.family)) { familyPopulation[family, default: 0] += delta }
+    }
+}
+
+extension Table {
+    /// Chains by name and elements by key: the order a compile lists them in.
+    fileprivate var inOrder: Table {
+        var copy = self
+        copy.chains.sort { $0.name < $1.name }
+        for index in copy.sets.indices { copy.sets[index].elements.sort { $0.key.lexicographicallyPrecedes($1.key) } }
+        return copy
     }
 }

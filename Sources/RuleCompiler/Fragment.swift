@@ -101,32 +101,31 @@ struct FragmentBuilder {
             let noEndpointVerdict: Verdict = lists.hasAny ? .drop : .goto(Naming.rejectChain)
             let comment = Comment(portName.description)
             let proto = KeyValue.proto(port.protocol)
-            let owner = portName.description
 
             place(main, Naming.clusterIPs, Element([.address(clusterIP)]))
             let internalTarget = service.internalTrafficPolicy == .local ? localChain : serviceChain
             let clusterKey: [KeyValue] = [.address(clusterIP), proto, .port(port.port)]
             if hasInternal {
-                claim(shard, Naming.serviceIPs, Element(clusterKey, verdict: .goto(internalTarget), comment: comment), by: owner, service: service)
+                claim(shard, Naming.serviceIPs, Element(clusterKey, verdict: .goto(internalTarget), comment: comment))
             } else {
-                claim(main, Naming.noEndpointServices, Element(clusterKey, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                claim(main, Naming.noEndpointServices, Element(clusterKey, verdict: noEndpointVerdict, comment: comment))
             }
             for ip in externalIPs + loadBalancerIPs {
                 let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
                 if lists.hasAny {
-                    claim(shard, Naming.serviceIPs, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                    claim(shard, Naming.serviceIPs, Element(key, verdict: .goto(externalChain), comment: comment))
                 }
                 if !hasExternal {
-                    claim(main, Naming.noEndpointServices, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                    claim(main, Naming.noEndpointServices, Element(key, verdict: noEndpointVerdict, comment: comment))
                 }
             }
             if port.nodePort != 0 {
                 let key: [KeyValue] = [proto, .port(port.nodePort)]
                 if lists.hasAny {
-                    claim(shard, Naming.serviceNodePorts, Element(key, verdict: .goto(externalChain), comment: comment), by: owner, service: service)
+                    claim(shard, Naming.serviceNodePorts, Element(key, verdict: .goto(externalChain), comment: comment))
                 }
                 if !hasExternal {
-                    claim(main, Naming.noEndpointNodePorts, Element(key, verdict: noEndpointVerdict, comment: comment), by: owner, service: service)
+                    claim(main, Naming.noEndpointNodePorts, Element(key, verdict: noEndpointVerdict, comment: comment))
                 }
             }
 
@@ -142,7 +141,7 @@ struct FragmentBuilder {
                 let sources = FragmentBuilder.outermost(allowed).map(KeyValue.prefix)
                 for ip in loadBalancerIPs {
                     let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
-                    claim(main, Naming.firewallIPs, Element(key, comment: comment), by: owner, service: service)
+                    claim(main, Naming.firewallIPs, Element(key, comment: comment))
                     for source in sources { place(main, Naming.firewallAllow, Element(key + [source])) }
                 }
             }
@@ -161,12 +160,12 @@ struct FragmentBuilder {
                 let targets = Set((lists.cluster + lists.local).map { [KeyValue.address($0.address), .port($0.port)] })
                 for ip in [clusterIP] + externalIPs + loadBalancerIPs {
                     let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
-                    claim(shard, Naming.affinityServices, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    claim(shard, Naming.affinityServices, Element(key, verdict: .jump(affinityChain), comment: comment))
                     affinityDestinations[key, default: []].formUnion(targets)
                 }
                 if port.nodePort != 0 {
                     let key: [KeyValue] = [proto, .port(port.nodePort)]
-                    claim(shard, Naming.affinityNodePorts, Element(key, verdict: .jump(affinityChain), comment: comment), by: owner, service: service)
+                    claim(shard, Naming.affinityNodePorts, Element(key, verdict: .jump(affinityChain), comment: comment))
                     affinityNodePorts[key, default: []].formUnion(targets)
                 }
             }
@@ -196,7 +195,7 @@ struct FragmentBuilder {
 
     /// Claims a map key for a service port. If another service port holds it too, the first in
     /// service order keeps it and the assembly reports the other (`RulesetAssembly.insert`).
-    private mutating func claim(_ table: TableRef, _ map: Name, _ element: Element, by owner: String, service: Service) {
+    private mutating func claim(_ table: TableRef, _ map: Name, _ element: Element) {
         elements.append(ServiceFragment.PlacedElement(table: table, set: map, element: element, exclusive: true))
     }
 
