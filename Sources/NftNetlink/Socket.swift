@@ -53,8 +53,8 @@ final class NetlinkSocket: @unchecked Sendable {  // used by one caller at a tim
         // Dumps block at most this long; the kernel answers synchronously, so this only guards a hang.
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         guard setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            // Every stored property is set by now, so throwing runs deinit, which closes the socket.
             let code = errno
-            mnl_socket_close(opened)
             throw BackendError(errno: code, message: "cannot set the netlink receive timeout: \(errorText(code))")
         }
     }
