@@ -88,7 +88,13 @@ enum MetricsReplies {
         case "/proxyMode":
             return .text(200, "nftables")
         case "/debug/ruleset":
-            guard let ruleset = snapshot().lastApplied else { return .text(404, "no ruleset has been applied yet\n") }
+            let current = snapshot()
+            guard let ruleset = current.lastApplied else {
+                if current.changing {
+                    return .text(503, "nftproxy is changing its rules right now (a sync, or its retry after a failure); ask again shortly\n")
+                }
+                return .text(404, "no ruleset has been applied yet\n")
+            }
             return .text(200, NftText.script(ruleset))
         case "/debug/last-failure":
             guard let (error, transaction) = snapshot().lastFailure else {

@@ -40,6 +40,9 @@ public final class AgentStatus: Sendable {
             set { listed = newValue }
         }
         private var listed: Ruleset?
+        /// The rules last applied are being changed in place (a partial sync, or the full sync
+        /// that retries a failed one): the kernel still holds them, but there is no copy to show.
+        public var changing = false
         /// The last batch the kernel refused, with its error.
         public var lastFailure: (error: BackendError, transaction: Transaction)?
         public var quarantined: [String] = []
@@ -262,7 +265,7 @@ public actor SyncController {
     private func partialSync(_ changes: ObjectStore.Changes, started: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
         var refs = changes.services
         if !changes.podNamespaces.isEmpty { refs.formUnion(store.services(in: changes.podNamespaces)) }
-        status.update { $0.applied = nil; $0.lastApplied = nil }
+        status.update { $0.applied = nil; $0.lastApplied = nil; $0.changing = true }
         var next = assembly!
         assembly = nil
         let previousPorts = refs.flatMap { next.fragments[$0]?.udpPorts ?? [] }
@@ -363,6 +366,7 @@ public actor SyncController {
             $0.healthChecks = applied?.healthChecks ?? []
             $0.applied = applied
             $0.lastApplied = nil
+            $0.changing = false
             $0.quarantined = quarantine.keys.sorted()
         }
         if !transaction.isEmpty {

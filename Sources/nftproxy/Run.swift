@@ -116,7 +116,8 @@ final class SignalHandlers {
         dump.setEventHandler {
             let snapshot = controller.status.current
             var text = "# nftproxy: last applied ruleset\n"
-            text += snapshot.lastApplied.map { NftText.script($0) } ?? "# (nothing applied yet)\n"
+            text += snapshot.lastApplied.map { NftText.script($0) }
+                ?? (snapshot.changing ? "# (being changed right now: send SIGUSR1 again)\n" : "# (nothing applied yet)\n")
             if let failure = snapshot.lastFailure {
                 text += "# nftproxy: last refused batch\n# error: \(failure.error)\n" + NftText.commands(failure.transaction)
             } else {

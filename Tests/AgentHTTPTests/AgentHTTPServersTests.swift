@@ -187,6 +187,12 @@ private func compiledRuleset() -> Ruleset {
             #expect(chains.contains { $0.contains("ns/web") })
             for chain in chains { #expect(response.body.contains("chain \(chain) {"), "\(chain) missing") }
             #expect(response.body.contains("10.244.1.5"))
+
+            // While a sync changes the applied rules in place there is no copy to show.
+            status.update { $0.lastApplied = nil; $0.changing = true }
+            let changing = try request("/debug/ruleset", port: port)
+            #expect(changing.status == 503)
+            #expect(changing.body.contains("ask again"))
         }
     }
 
