@@ -37,6 +37,12 @@ public struct Comment: Sendable, Hashable, CustomStringConvertible {
     public static let maxBytes = 127
 
     public init(_ text: String) {
+        // Most comments are short ASCII with nothing to replace (a service port's name, say):
+        // taken as is, without walking them Character by Character.
+        if text.utf8.count <= Comment.maxBytes, text.utf8.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\"") && !(0x0a...0x0d).contains($0) }) {
+            self.text = text
+            return
+        }
         var cleaned = String(text.map { $0 == "\"" || $0.isNewline ? "'" : $0 })
         while cleaned.utf8.count > Comment.maxBytes { cleaned.removeLast() }
         self.text = cleaned

@@ -54,6 +54,7 @@ struct Apply: ParsableCommand {
         try withKernel("apply") { () throws(BackendError) in try backend.apply(transaction) }
         let elapsed = ContinuousClock.now - started
         warn("apply: \(transaction.operations.count) operation(s) committed in one batch in \(elapsed.formatted(.units(allowed: [.milliseconds], width: .narrow)))")
+        ProcessEnd.success(keeping: (compilation, current, transaction))
     }
 }
 
