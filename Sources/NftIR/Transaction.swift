@@ -17,8 +17,9 @@ public struct TableRef: Sendable, Hashable, Comparable, CustomStringConvertible 
 public enum Operation: Sendable, Hashable {
     case addTable(TableRef, comment: Comment?)
     case deleteTable(TableRef)
-    /// Creates the set or map, without its elements.
-    case addSet(TableRef, NamedSet)
+    /// Creates the set or map, without its elements. (Boxed: a set definition is larger than
+    /// any other operation, and a full sync holds a million operations.)
+    indirect case addSet(TableRef, NamedSet)
     case deleteSet(TableRef, Name)
     /// Creates the chain, without its rules.
     case addChain(TableRef, Name, BaseChain?)

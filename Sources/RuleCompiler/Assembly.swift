@@ -192,37 +192,56 @@ public struct RulesetAssembly: Sendable {
     /// One pass over the fragments in service order: the first claim of a key wins.
     private func merged() -> (ruleset: Ruleset, conflicts: [Problem]) {
         var chains: [TableRef: [Chain]] = [:]
-        var claimed: [ClaimSpace: [(ObjectRef, ServiceFragment.PlacedElement)]] = [:]
         var families = Set(Family.allCases.filter { facts.uses($0.ipFamily) })
         var shards = Set<TableRef>()
+        // Claim spaces and set slots by number. A fragment's elements go to a handful of them,
+        // looked up in `recent` before hashing two names per element.
+        var spaces: [ClaimSpace: Int] = [:]
+        var holders: [[[KeyValue]: (slot: Int, position: Int)]] = []
+        var slots: [SetSlot: Int] = [:]
+        var held: [[Element]] = []
+        var recent: [(table: TableRef, set: Name, space: Int, slot: Int)] = []
+        var lastTable: TableRef?, lastChainTable: TableRef?
+        var conflicts: [Problem] = []
         for ref in fragments.keys.sorted() {
             let fragment = fragments[ref]!
+            recent.removeAll(keepingCapacity: true)
             for placed in fragment.chains {
                 chains[placed.table, default: []].append(placed.chain)
-                shards.insert(placed.table)
+                if placed.table != lastChainTable {
+                    lastChainTable = placed.table
+                    shards.insert(placed.table)
+                }
             }
             for placed in fragment.elements {
-                claimed[ClaimSpace(family: placed.table.family, set: placed.set), default: []].append((ref, placed))
-                families.insert(placed.table.family)
-                if placed.table.name != Naming.table { shards.insert(placed.table) }
-            }
-        }
-        var held: [SetSlot: [Element]] = [:]
-        var conflicts: [(ObjectRef, Problem)] = []
-        for (space, claims) in claimed {
-            var holders: [[KeyValue]: ServiceFragment.PlacedElement] = [:]
-            holders.reserveCapacity(claims.count)
-            for (ref, placed) in claims {
-                if let holder = holders[placed.element.key] {
-                    if placed.exclusive && holder.element.comment != placed.element.comment {
+                if placed.table != lastTable {
+                    lastTable = placed.table
+                    families.insert(placed.table.family)
+                    if placed.table.name != Naming.table { shards.insert(placed.table) }
+                }
+                let numbers: (space: Int, slot: Int)
+                if let known = recent.first(where: { $0.set == placed.set && $0.table == placed.table }) {
+                    numbers = (known.space, known.slot)
+                } else {
+                    let space = ClaimSpace(family: placed.table.family, set: placed.set)
+                    let slot = SetSlot(table: placed.table, set: placed.set)
+                    numbers = (spaces[space] ?? { spaces[space] = holders.count; holders.append([:]); return holders.count - 1 }(),
+                               slots[slot] ?? { slots[slot] = held.count; held.append([]); return held.count - 1 }())
+                    recent.append((placed.table, placed.set, numbers.space, numbers.slot))
+                }
+                let space = numbers.space
+                if let holder = holders[space][placed.element.key] {
+                    let holding = held[holder.slot][holder.position]
+                    if placed.exclusive && holding.comment != placed.element.comment {
                         let key = placed.element.key.map(\.description).joined(separator: " ")
                         let owner = placed.element.comment?.text ?? ref.description
-                        conflicts.append((ref, Problem(object: ref, message: "\(key) is already used by \(holder.element.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false)))
+                        conflicts.append(Problem(object: ref, message: "\(key) is already used by \(holding.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
                     }
                     continue
                 }
-                holders[placed.element.key] = placed
-                held[SetSlot(table: placed.table, set: space.set), default: []].append(placed.element)
+                let slot = numbers.slot
+                holders[space][placed.element.key] = (slot, held[slot].count)
+                held[slot].append(placed.element)
             }
         }
         var tables: [Table] = []
@@ -230,16 +249,15 @@ public struct RulesetAssembly: Sendable {
             for ref in [TableRef(family, Naming.table)] + shards.filter({ $0.family == family }).sorted() {
                 var table = skeleton(ref)
                 for index in table.sets.indices where !table.sets[index].isDynamic {
-                    let elements = held[SetSlot(table: ref, set: table.sets[index].name)] ?? []
-                    table.sets[index].elements = (table.sets[index].elements + elements).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+                    let elements = slots[SetSlot(table: ref, set: table.sets[index].name)].map { held[$0] } ?? []
+                    table.sets[index].elements = (table.sets[index].elements + elements).sortedByKey()
                 }
                 table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
                 tables.append(table)
             }
         }
         // In service order, as the services were compiled.
-        let problems = conflicts.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element.1)
-        return (Ruleset(tables: tables), problems)
+        return (Ruleset(tables: tables), conflicts)
     }
 
     // MARK: - Fixed parts

@@ -131,6 +131,18 @@ private struct EndpointSources {
     /// moves between them, and a pod IP can be reused: a non-terminating copy wins, as in kube-proxy.
     private func deduplicated(_ backends: [Backend]) -> [Backend] {
         var kept: [Backend] = []
+        kept.reserveCapacity(backends.count)
+        // A port has a handful of endpoints as a rule: compared in place, not hashed.
+        if backends.count <= 32 {
+            for backend in backends {
+                if let index = kept.firstIndex(where: { $0.address == backend.address && $0.port == backend.port }) {
+                    if kept[index].conditions.terminating && !backend.conditions.terminating { kept[index] = backend }
+                } else {
+                    kept.append(backend)
+                }
+            }
+            return kept.sorted()
+        }
         var indexByTarget: [BackendTarget: Int] = [:]
         for backend in backends {
             let target = BackendTarget(address: backend.address, port: backend.port)
