@@ -39,6 +39,12 @@ public struct RulesetAssembly: Sendable {
         var name: Name
     }
 
+    /// A key in a claim space numbered by `merged`.
+    private struct SpaceKey: Hashable {
+        var space: Int
+        var key: [KeyValue]
+    }
+
     fileprivate struct ElementKey: Hashable {
         var space: ClaimSpace
         var key: [KeyValue]
@@ -197,7 +203,9 @@ public struct RulesetAssembly: Sendable {
         // Claim spaces and set slots by number. A fragment's elements go to a handful of them,
         // looked up in `recent` before hashing two names per element.
         var spaces: [ClaimSpace: Int] = [:]
-        var holders: [[[KeyValue]: (slot: Int, position: Int)]] = []
+        // Every claimed key, in one table sized once: (space, key) → where its element is held.
+        var holders: [SpaceKey: (slot: Int, position: Int)] = [:]
+        holders.reserveCapacity(fragments.values.reduce(0) { $0 + $1.elements.count })
         var slots: [SetSlot: Int] = [:]
         var held: [[Element]] = []
         var recent: [(table: TableRef, set: Name, space: Int, slot: Int)] = []
@@ -225,12 +233,12 @@ public struct RulesetAssembly: Sendable {
                 } else {
                     let space = ClaimSpace(family: placed.table.family, set: placed.set)
                     let slot = SetSlot(table: placed.table, set: placed.set)
-                    numbers = (spaces[space] ?? { spaces[space] = holders.count; holders.append([:]); return holders.count - 1 }(),
+                    numbers = (spaces[space] ?? { spaces[space] = spaces.count; return spaces.count - 1 }(),
                                slots[slot] ?? { slots[slot] = held.count; held.append([]); return held.count - 1 }())
                     recent.append((placed.table, placed.set, numbers.space, numbers.slot))
                 }
-                let space = numbers.space
-                if let holder = holders[space][placed.element.key] {
+                let claim = SpaceKey(space: numbers.space, key: placed.element.key)
+                if let holder = holders[claim] {
                     let holding = held[holder.slot][holder.position]
                     if placed.exclusive && holding.comment != placed.element.comment {
                         let key = placed.element.key.map(\.description).joined(separator: " ")
@@ -240,7 +248,7 @@ public struct RulesetAssembly: Sendable {
                     continue
                 }
                 let slot = numbers.slot
-                holders[space][placed.element.key] = (slot, held[slot].count)
+                holders[claim] = (slot, held[slot].count)
                 held[slot].append(placed.element)
             }
         }

@@ -105,7 +105,9 @@ public enum RuleCompiler {
                                                         nodePort: port.nodePort, servingEndpoints: Set(serving.map(\.address))))
             }
         }
-        let lists = resolved.ports.values.map { EndpointLists($0, nodeName: facts.nodeName, zone: nil) }
+        // Only a Local policy can lack local endpoints.
+        let lists = service.internalTrafficPolicy == .local || service.externalTrafficPolicy == .local
+            ? resolved.ports.values.map { EndpointLists($0, nodeName: facts.nodeName, zone: nil) } : []
         if lists.contains(where: \.hasAny) && !lists.contains(where: { !$0.local.isEmpty }) {
             let external = service.type == .nodePort || service.type == .loadBalancer || !service.externalIPs.isEmpty
             fragment.noLocalEndpoints = (service.internalTrafficPolicy == .local, service.externalTrafficPolicy == .local && external)

@@ -126,13 +126,15 @@ enum StateLoader {
     }
 }
 
-/// Loads STATE, compiles it, and reports every skipped object on stderr.
-func compileState(_ paths: [String], options: NodeOptions) throws -> Compilation {
+/// Loads STATE, compiles it, and reports every skipped object on stderr. The decoded state is
+/// kept until the process exits (`ProcessEnd`) unless `releasingState`: a command that goes on
+/// to build a large batch frees it first, to lower its peak memory.
+func compileState(_ paths: [String], options: NodeOptions, releasingState: Bool = false) throws -> Compilation {
     let config = try options.nodeConfig()
     let state = try StateLoader.load(paths)
     let compilation = RuleCompiler.compile(state, config: config)
     for problem in compilation.problems { warn(problem.description) }
-    ProcessEnd.keep(state)
+    if !releasingState { ProcessEnd.keep(state) }
     return compilation
 }
 
