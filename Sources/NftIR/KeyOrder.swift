@@ -8,10 +8,18 @@ extension Array where Element == NftIR.Element {
     /// words that compare as the key does, and the indices are sorted over those words, so no
     /// comparison touches an array or its reference count.
     public func sortedByKey() -> [NftIR.Element] {
-        guard count > 1 else { return self }
+        var copy = self
+        copy.sortByKey()
+        return copy
+    }
+
+    /// Sorts the elements in key order (see `sortedByKey`), in place.
+    public mutating func sortByKey() {
+        guard count > 1 else { return }
         let width = self[0].key.count * KeyWords.perValue
         guard width > 0, allSatisfy({ $0.key.count * KeyWords.perValue == width }) else {
-            return sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            sort { $0.key.lexicographicallyPrecedes($1.key) }
+            return
         }
         var words = [UInt64](repeating: 0, count: count * width)
         words.withUnsafeMutableBufferPointer { words in
@@ -33,7 +41,20 @@ extension Array where Element == NftIR.Element {
                 return false
             }
         }
-        return order.map { self[Int($0)] }
+        // Each element moved into place by following the permutation's cycles: moves, not
+        // copies, so no reference count is touched.
+        withUnsafeMutableBufferPointer { elements in
+            for start in 0..<order.count where order[start] >= 0 {
+                var position = start
+                while true {
+                    let from = Int(order[position])
+                    order[position] = -1
+                    if from == start { break }
+                    elements.swapAt(position, from)
+                    position = from
+                }
+            }
+        }
     }
 }
 

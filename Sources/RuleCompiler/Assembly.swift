@@ -179,10 +179,10 @@ public struct RulesetAssembly: Sendable {
     /// The ruleset with what the agent and the operator need to know about it, and the map keys
     /// that service ports lost to one earlier in order.
     public func compilation(problems: [Problem]) -> Compilation {
-        let (ruleset, conflicts) = merged()
+        let (ruleset, conflicts, order) = merged()
         var compilation = Compilation(ruleset: ruleset, problems: problems + conflicts, notes: facts.notes, healthChecks: [],
                                       affinity: AffinityTargets(), udpPorts: [])
-        for ref in fragments.keys.sorted() {
+        for ref in order {
             let fragment = fragments[ref]!
             if let note = fragment.note { compilation.notes.append(note) }
             if let check = fragment.healthCheck { compilation.healthChecks.append(check) }
@@ -196,7 +196,7 @@ public struct RulesetAssembly: Sendable {
     }
 
     /// One pass over the fragments in service order: the first claim of a key wins.
-    private func merged() -> (ruleset: Ruleset, conflicts: [Problem]) {
+    private func merged() -> (ruleset: Ruleset, conflicts: [Problem], order: [ObjectRef]) {
         var chains: [TableRef: [Chain]] = [:]
         var families = Set(Family.allCases.filter { facts.uses($0.ipFamily) })
         var shards = Set<TableRef>()
@@ -211,7 +211,8 @@ public struct RulesetAssembly: Sendable {
         var recent: [(table: TableRef, set: Name, space: Int, slot: Int)] = []
         var lastTable: TableRef?, lastChainTable: TableRef?
         var conflicts: [Problem] = []
-        for ref in fragments.keys.sorted() {
+        let order = fragments.keys.sorted()
+        for ref in order {
             let fragment = fragments[ref]!
             recent.removeAll(keepingCapacity: true)
             for placed in fragment.chains {
@@ -257,15 +258,20 @@ public struct RulesetAssembly: Sendable {
             for ref in [TableRef(family, Naming.table)] + shards.filter({ $0.family == family }).sorted() {
                 var table = skeleton(ref)
                 for index in table.sets.indices where !table.sets[index].isDynamic {
-                    let elements = slots[SetSlot(table: ref, set: table.sets[index].name)].map { held[$0] } ?? []
-                    table.sets[index].elements = (table.sets[index].elements + elements).sortedByKey()
+                    // Moved out of `held`, not copied, so the sort moves them in place.
+                    var elements = table.sets[index].elements
+                    if let slot = slots[SetSlot(table: ref, set: table.sets[index].name)] {
+                        if elements.isEmpty { swap(&elements, &held[slot]) } else { elements += held[slot] }
+                    }
+                    elements.sortByKey()
+                    table.sets[index].elements = elements
                 }
                 table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
                 tables.append(table)
             }
         }
         // In service order, as the services were compiled.
-        return (Ruleset(tables: tables), conflicts)
+        return (Ruleset(tables: tables), conflicts, order)
     }
 
     // MARK: - Fixed parts
