@@ -14,7 +14,7 @@ public struct Name: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init?(_ text: String) {
         guard let first = text.utf8.first, text.utf8.count <= Name.maxLength,
               Name.isLetter(first) || first == UInt8(ascii: "_"),
-              text.utf8.allSatisfy({ Name.isLetter($0) || Name.isDigit($0) || "/-_.".utf8.contains($0) })
+              text.utf8.allSatisfy(Name.mayFollow)
         else { return nil }
         rawValue = text
     }
@@ -28,6 +28,17 @@ public struct Name: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 
     private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+
+    /// A letter, digit, `/`, `-`, `_` or `.`.
+    private static func mayFollow(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "/"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            true
+        default:
+            false
+        }
+    }
 }
 
 /// A comment stored as userdata; nft refuses comments over 128 bytes (NFTNL_UDATA_COMMENT_MAXLEN),
@@ -37,6 +48,12 @@ public struct Comment: Sendable, Hashable, CustomStringConvertible {
     public static let maxBytes = 127
 
     public init(_ text: String) {
+        // Most comments are short ASCII with nothing to replace (a service port's name, say):
+        // taken as is, without walking them Character by Character.
+        if text.utf8.count <= Comment.maxBytes, text.utf8.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\"") && !(0x0a...0x0d).contains($0) }) {
+            self.text = text
+            return
+        }
         var cleaned = String(text.map { $0 == "\"" || $0.isNewline ? "'" : $0 })
         while cleaned.utf8.count > Comment.maxBytes { cleaned.removeLast() }
         self.text = cleaned

@@ -17,8 +17,9 @@ public struct TableRef: Sendable, Hashable, Comparable, CustomStringConvertible 
 public enum Operation: Sendable, Hashable {
     case addTable(TableRef, comment: Comment?)
     case deleteTable(TableRef)
-    /// Creates the set or map, without its elements.
-    case addSet(TableRef, NamedSet)
+    /// Creates the set or map, without its elements. (Boxed: a set definition is larger than
+    /// any other operation, and a full sync holds a million operations.)
+    indirect case addSet(TableRef, NamedSet)
     case deleteSet(TableRef, Name)
     /// Creates the chain, without its rules.
     case addChain(TableRef, Name, BaseChain?)
@@ -49,7 +50,9 @@ public struct Transaction: Sendable, Hashable {
     /// table, sets, chain headers (so every jump and goto resolves), rules, elements.
     public static func creating(_ table: Table) -> [Operation] {
         let ref = TableRef(table.family, table.name)
-        var ops: [Operation] = [.addTable(ref, comment: table.comment)]
+        var ops: [Operation] = []
+        ops.reserveCapacity(1 + 2 * table.sets.count + table.chains.reduce(table.chains.count) { $0 + $1.rules.count })
+        ops.append(.addTable(ref, comment: table.comment))
         ops += table.sets.map { .addSet(ref, $0.withoutElements) }
         ops += table.chains.map { .addChain(ref, $0.name, $0.base) }
         for chain in table.chains { ops += chain.rules.map { .addRule(ref, chain: chain.name, $0) } }

@@ -347,6 +347,7 @@ enum Lowering {
     static func rule(_ rule: Rule, family: Family, sets: SetCatalog) throws(LoweringError) -> [Expression] {
         try checkProtocolContext(rule.statements)
         var out: [Expression] = []
+        out.reserveCapacity(3 * rule.statements.count)  // most statements lower to 2 or 3 expressions
         for statement in rule.statements { out += try self.statement(statement, family: family, sets: sets) }
         return out
     }

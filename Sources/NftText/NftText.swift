@@ -312,12 +312,12 @@ extension TextBuffer {
             append("meta mark set meta mark ^ ")
             appendMark(bit)
         case .dnat(let ip, let port):
-            // An IPv6 address is bracketed so its colons cannot be read as the port's. (Its
-            // length, not `ip.family`: see `appendHostOrPrefix`.)
-            if ip.bytes.count == 4 {
+            // An IPv6 address is bracketed so its colons cannot be read as the port's.
+            switch ip.family {
+            case .ipv4:
                 append("dnat to ")
                 append(ip)
-            } else {
+            case .ipv6:
                 append("dnat to [")
                 append(ip)
                 append(ascii: UInt8(ascii: "]"))
@@ -394,9 +394,13 @@ extension TextBuffer {
 
     /// A one-address prefix is written as the address, as `nft list` prints it.
     mutating func appendHostOrPrefix(_ cidr: CIDR) {
-        // `cidr.isHost`, but from stored properties: a call into ServiceModel is opaque to the
-        // optimizer, which then retains everything the callers are rendering around it.
-        if cidr.prefixLength == 8 * cidr.address.bytes.count { append(cidr.address) } else { append(cidr) }
+        // `cidr.isHost`, spelled out: a call into ServiceModel is opaque to the optimizer,
+        // which then retains everything the callers are rendering around it.
+        let hostLength = switch cidr.address.family {
+        case .ipv4: 32
+        case .ipv6: 128
+        }
+        if cidr.prefixLength == hostLength { append(cidr.address) } else { append(cidr) }
     }
 
     /// `type ipv4_addr . inet_proto . inet_service : verdict`, without the `type `.

@@ -62,17 +62,10 @@ struct TextBuffer: ~Copyable {
     /// run of two or more zero groups (the first of equal runs) written `::`. The same text as
     /// `IPAddress.description`, without building a String per group.
     mutating func append(_ address: IPAddress) {
-        let bytes = address.bytes
-        if bytes.count == 4 {
-            appendIPv4(UInt32(bytes[0]) << 24 | UInt32(bytes[1]) << 16 | UInt32(bytes[2]) << 8 | UInt32(bytes[3]))
-            return
+        switch address.family {
+        case .ipv4: appendIPv4(address.ipv4Value)
+        case .ipv6: appendIPv6(high: address.high, low: address.low)
         }
-        var high: UInt64 = 0, low: UInt64 = 0
-        for index in 0..<8 {
-            high = high << 8 | UInt64(bytes[index])
-            low = low << 8 | UInt64(bytes[8 + index])
-        }
-        appendIPv6(high: high, low: low)
     }
 
     private mutating func appendIPv4(_ address: UInt32) {

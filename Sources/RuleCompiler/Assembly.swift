@@ -39,6 +39,12 @@ public struct RulesetAssembly: Sendable {
         var name: Name
     }
 
+    /// A key in a claim space numbered by `merged`.
+    private struct SpaceKey: Hashable {
+        var space: Int
+        var key: [KeyValue]
+    }
+
     fileprivate struct ElementKey: Hashable {
         var space: ClaimSpace
         var key: [KeyValue]
@@ -173,10 +179,10 @@ public struct RulesetAssembly: Sendable {
     /// The ruleset with what the agent and the operator need to know about it, and the map keys
     /// that service ports lost to one earlier in order.
     public func compilation(problems: [Problem]) -> Compilation {
-        let (ruleset, conflicts) = merged()
+        let (ruleset, conflicts, order) = merged()
         var compilation = Compilation(ruleset: ruleset, problems: problems + conflicts, notes: facts.notes, healthChecks: [],
                                       affinity: AffinityTargets(), udpPorts: [])
-        for ref in fragments.keys.sorted() {
+        for ref in order {
             let fragment = fragments[ref]!
             if let note = fragment.note { compilation.notes.append(note) }
             if let check = fragment.healthCheck { compilation.healthChecks.append(check) }
@@ -190,39 +196,61 @@ public struct RulesetAssembly: Sendable {
     }
 
     /// One pass over the fragments in service order: the first claim of a key wins.
-    private func merged() -> (ruleset: Ruleset, conflicts: [Problem]) {
+    private func merged() -> (ruleset: Ruleset, conflicts: [Problem], order: [ObjectRef]) {
         var chains: [TableRef: [Chain]] = [:]
-        var claimed: [ClaimSpace: [(ObjectRef, ServiceFragment.PlacedElement)]] = [:]
         var families = Set(Family.allCases.filter { facts.uses($0.ipFamily) })
         var shards = Set<TableRef>()
-        for ref in fragments.keys.sorted() {
+        // Claim spaces and set slots by number. A fragment's elements go to a handful of them,
+        // looked up in `recent` before hashing two names per element.
+        var spaces: [ClaimSpace: Int] = [:]
+        // Every claimed key, in one table sized once: (space, key) → where its element is held.
+        var holders: [SpaceKey: (slot: Int, position: Int)] = [:]
+        holders.reserveCapacity(fragments.values.reduce(0) { $0 + $1.elements.count })
+        var slots: [SetSlot: Int] = [:]
+        var held: [[Element]] = []
+        var recent: [(table: TableRef, set: Name, space: Int, slot: Int)] = []
+        var lastTable: TableRef?, lastChainTable: TableRef?
+        var conflicts: [Problem] = []
+        let order = fragments.keys.sorted()
+        for ref in order {
             let fragment = fragments[ref]!
+            recent.removeAll(keepingCapacity: true)
             for placed in fragment.chains {
                 chains[placed.table, default: []].append(placed.chain)
-                shards.insert(placed.table)
+                if placed.table != lastChainTable {
+                    lastChainTable = placed.table
+                    shards.insert(placed.table)
+                }
             }
             for placed in fragment.elements {
-                claimed[ClaimSpace(family: placed.table.family, set: placed.set), default: []].append((ref, placed))
-                families.insert(placed.table.family)
-                if placed.table.name != Naming.table { shards.insert(placed.table) }
-            }
-        }
-        var held: [SetSlot: [Element]] = [:]
-        var conflicts: [(ObjectRef, Problem)] = []
-        for (space, claims) in claimed {
-            var holders: [[KeyValue]: ServiceFragment.PlacedElement] = [:]
-            holders.reserveCapacity(claims.count)
-            for (ref, placed) in claims {
-                if let holder = holders[placed.element.key] {
-                    if placed.exclusive && holder.element.comment != placed.element.comment {
+                if placed.table != lastTable {
+                    lastTable = placed.table
+                    families.insert(placed.table.family)
+                    if placed.table.name != Naming.table { shards.insert(placed.table) }
+                }
+                let numbers: (space: Int, slot: Int)
+                if let known = recent.first(where: { $0.set == placed.set && $0.table == placed.table }) {
+                    numbers = (known.space, known.slot)
+                } else {
+                    let space = ClaimSpace(family: placed.table.family, set: placed.set)
+                    let slot = SetSlot(table: placed.table, set: placed.set)
+                    numbers = (spaces[space] ?? { spaces[space] = spaces.count; return spaces.count - 1 }(),
+                               slots[slot] ?? { slots[slot] = held.count; held.append([]); return held.count - 1 }())
+                    recent.append((placed.table, placed.set, numbers.space, numbers.slot))
+                }
+                let claim = SpaceKey(space: numbers.space, key: placed.element.key)
+                if let holder = holders[claim] {
+                    let holding = held[holder.slot][holder.position]
+                    if placed.exclusive && holding.comment != placed.element.comment {
                         let key = placed.element.key.map(\.description).joined(separator: " ")
                         let owner = placed.element.comment?.text ?? ref.description
-                        conflicts.append((ref, Problem(object: ref, message: "\(key) is already used by \(holder.element.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false)))
+                        conflicts.append(Problem(object: ref, message: "\(key) is already used by \(holding.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
                     }
                     continue
                 }
-                holders[placed.element.key] = placed
-                held[SetSlot(table: placed.table, set: space.set), default: []].append(placed.element)
+                let slot = numbers.slot
+                holders[claim] = (slot, held[slot].count)
+                held[slot].append(placed.element)
             }
         }
         var tables: [Table] = []
@@ -230,16 +258,20 @@ public struct RulesetAssembly: Sendable {
             for ref in [TableRef(family, Naming.table)] + shards.filter({ $0.family == family }).sorted() {
                 var table = skeleton(ref)
                 for index in table.sets.indices where !table.sets[index].isDynamic {
-                    let elements = held[SetSlot(table: ref, set: table.sets[index].name)] ?? []
-                    table.sets[index].elements = (table.sets[index].elements + elements).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+                    // Moved out of `held`, not copied, so the sort moves them in place.
+                    var elements = table.sets[index].elements
+                    if let slot = slots[SetSlot(table: ref, set: table.sets[index].name)] {
+                        if elements.isEmpty { swap(&elements, &held[slot]) } else { elements += held[slot] }
+                    }
+                    elements.sortByKey()
+                    table.sets[index].elements = elements
                 }
                 table.chains += (chains[ref] ?? []).sorted { $0.name < $1.name }
                 tables.append(table)
             }
         }
         // In service order, as the services were compiled.
-        let problems = conflicts.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element.1)
-        return (Ruleset(tables: tables), problems)
+        return (Ruleset(tables: tables), conflicts, order)
     }
 
     // MARK: - Fixed parts

@@ -223,8 +223,13 @@ struct FragmentBuilder {
     private func roundRobin(_ backends: [Backend], _ proto: L4Protocol) -> [Rule] {
         backends.enumerated().map { index, backend in
             let remaining = backends.count - index
-            let pick: [Statement] = remaining > 1 ? [.numgenIncZero(modulus: UInt32(remaining))] : []
-            return Rule(pick + [.l4proto(proto), .dnat(backend.address, port: backend.port)])
+            // Built in place: a cluster has a rule per endpoint, each worth one allocation.
+            var statements: [Statement] = []
+            statements.reserveCapacity(3)
+            if remaining > 1 { statements.append(.numgenIncZero(modulus: UInt32(remaining))) }
+            statements.append(.l4proto(proto))
+            statements.append(.dnat(backend.address, port: backend.port))
+            return Rule(statements)
         }
     }
 

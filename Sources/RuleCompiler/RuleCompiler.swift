@@ -105,7 +105,9 @@ public enum RuleCompiler {
                                                         nodePort: port.nodePort, servingEndpoints: Set(serving.map(\.address))))
             }
         }
-        let lists = resolved.ports.values.map { EndpointLists($0, nodeName: facts.nodeName, zone: nil) }
+        // Only a Local policy can lack local endpoints.
+        let lists = service.internalTrafficPolicy == .local || service.externalTrafficPolicy == .local
+            ? resolved.ports.values.map { EndpointLists($0, nodeName: facts.nodeName, zone: nil) } : []
         if lists.contains(where: \.hasAny) && !lists.contains(where: { !$0.local.isEmpty }) {
             let external = service.type == .nodePort || service.type == .loadBalancer || !service.externalIPs.isEmpty
             fragment.noLocalEndpoints = (service.internalTrafficPolicy == .local, service.externalTrafficPolicy == .local && external)
@@ -138,11 +140,14 @@ struct EndpointLists {
     var hasAny: Bool
 
     init(_ backends: [Backend], nodeName: String, zone: String?) {
-        let ready = backends.filter(\.conditions.ready)
-        let fallback = backends.filter { $0.conditions.serving && $0.conditions.terminating }
-        cluster = ready.isEmpty ? fallback : EndpointLists.topologyFiltered(ready, nodeName: nodeName, zone: zone)
+        // Every endpoint ready is the rule: then the lists share the input's storage.
+        func readyOnes(_ list: [Backend]) -> [Backend] { list.allSatisfy(\.conditions.ready) ? list : list.filter(\.conditions.ready) }
+        let ready = readyOnes(backends)
+        cluster = ready.isEmpty
+            ? backends.filter { $0.conditions.serving && $0.conditions.terminating }
+            : EndpointLists.topologyFiltered(ready, nodeName: nodeName, zone: zone)
         let mine = backends.filter { !nodeName.isEmpty && $0.nodeName == nodeName }
-        let localReady = mine.filter(\.conditions.ready)
+        let localReady = readyOnes(mine)
         local = localReady.isEmpty ? mine.filter { $0.conditions.serving && $0.conditions.terminating } : localReady
         hasAny = !cluster.isEmpty
     }

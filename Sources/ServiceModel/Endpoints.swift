@@ -85,7 +85,7 @@ private struct EndpointSources {
     /// visited by name so that which duplicate survives does not depend on input order.
     private func sliceBackends(for servicePort: ServicePort) -> [Backend] {
         var backends: [Backend] = []
-        for slice in slices.sorted(by: { $0.name < $1.name }) {
+        for slice in byName(slices) {
             guard let port = slice.ports.first(where: { $0.name == servicePort.name && $0.protocol == servicePort.protocol }) else {
                 continue
             }
@@ -131,6 +131,18 @@ private struct EndpointSources {
     /// moves between them, and a pod IP can be reused: a non-terminating copy wins, as in kube-proxy.
     private func deduplicated(_ backends: [Backend]) -> [Backend] {
         var kept: [Backend] = []
+        kept.reserveCapacity(backends.count)
+        // A port has a handful of endpoints as a rule: compared in place, not hashed.
+        if backends.count <= 32 {
+            for backend in backends {
+                if let index = kept.firstIndex(where: { $0.address == backend.address && $0.port == backend.port }) {
+                    if kept[index].conditions.terminating && !backend.conditions.terminating { kept[index] = backend }
+                } else {
+                    kept.append(backend)
+                }
+            }
+            return kept.sorted()
+        }
         var indexByTarget: [BackendTarget: Int] = [:]
         for backend in backends {
             let target = BackendTarget(address: backend.address, port: backend.port)
@@ -147,7 +159,7 @@ private struct EndpointSources {
     /// Slice ports that match no service port get no traffic; saying so explains a port that rejects.
     private func unmatchedSlicePorts(of service: Service) -> [Problem] {
         var problems: [Problem] = []
-        for slice in slices.sorted(by: { $0.name < $1.name }) {
+        for slice in byName(slices) {
             for port in slice.ports
             where !service.ports.contains(where: { $0.name == port.name && $0.protocol == port.protocol }) {
                 let name = port.name.isEmpty ? "unnamed port" : "port \"\(port.name)\""
@@ -158,6 +170,11 @@ private struct EndpointSources {
             }
         }
         return problems
+    }
+
+    /// The slices in name order; a service's only slice as it is.
+    private func byName(_ slices: [EndpointSlice]) -> [EndpointSlice] {
+        slices.count < 2 ? slices : slices.sorted { $0.name < $1.name }
     }
 
     private struct BackendTarget: Hashable {

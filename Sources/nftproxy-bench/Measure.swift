@@ -96,6 +96,43 @@ func render(statePath: String, runs: Int) throws {
     report("render_bytes", bytes)
 }
 
+/// Resident memory of this process now and at its peak (VmRSS, VmHWM), in MiB.
+func residentMemory() -> (now: Double, peak: Double) {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (.nan, .nan) }
+    func field(_ name: String) -> Double {
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
+              let kib = Double(line.split(separator: " ").dropFirst().first { !$0.isEmpty }.map(String.init) ?? "") else { return .nan }
+        return kib / 1024
+    }
+    return (field("VmRSS"), field("VmHWM"))
+}
+
+/// `memory STATE`: resident memory (now and peak, MiB) after each phase of a full apply into
+/// empty tables: read + decode, compile, diff against nothing. Nothing touches the kernel.
+func memory(statePath: String) throws {
+    func phase(_ name: String) {
+        let memory = residentMemory()
+        report("\(name)_rss_mib", memory.now)
+        report("\(name)_peak_mib", memory.peak)
+    }
+    let state = try loadState(statePath)
+    phase("decode")
+    let compiled = RuleCompiler.compile(state, config: benchConfig)
+    phase("compile")
+    let transaction = Transaction.diff(from: nil, to: compiled.ruleset)
+    phase("diff")
+    report("operations", transaction.operations.count)
+    report("stride_statement", MemoryLayout<Statement>.stride)
+    report("stride_rule", MemoryLayout<Rule>.stride)
+    report("stride_element", MemoryLayout<NftIR.Element>.stride)
+    report("stride_keyvalue", MemoryLayout<KeyValue>.stride)
+    report("stride_operation", MemoryLayout<NftIR.Operation>.stride)
+    report("stride_chain", MemoryLayout<Chain>.stride)
+    report("stride_placed_element", MemoryLayout<ServiceFragment.PlacedElement>.stride)
+    report("stride_fragment", MemoryLayout<ServiceFragment>.stride)
+    withExtendedLifetime((state, compiled)) {}
+}
+
 /// `readback --netns PATH TABLE...`: time to read tables (family name, e.g. `ip nftproxy`) back.
 func readback(netns: String, tables: [TableRef]) throws {
     let read = try measure { try NetlinkBackend(netnsPath: netns).read(tables) }

@@ -12,6 +12,7 @@ let usage = """
            nftproxy-bench incremental --netns PATH --changes K [--seed-chunk S] STATE
                                                                           P2: agent loop, one endpoint per change
            nftproxy-bench render [--runs R] STATE                           decode, compile, then R renders, timed apart
+           nftproxy-bench memory STATE                                      resident memory after decode, compile and diff
            nftproxy-bench sha256-selftest                                   kube-proxy's name hash on its test vectors
     """
 
@@ -70,6 +71,9 @@ func main() async throws {
     case "render":
         guard let state = args.positional.first else { throw BenchError(usage) }
         try render(statePath: state, runs: args.options["runs"] == nil ? 5 : try args.int("runs"))
+    case "memory":
+        guard let state = args.positional.first else { throw BenchError(usage) }
+        try memory(statePath: state)
     case "sha256-selftest":
         let vectors = ["ns1/svc1/tcp/p80": "ULMVA6XW", "ns1/svc1/tcp/p80__10.180.0.1/80": "5OJB2KTY", "ns4/svc4/tcp/p80__10.180.0.5/80": "5RFCDDV7"]
         for (name, expected) in vectors.sorted(by: { $0.key < $1.key }) {

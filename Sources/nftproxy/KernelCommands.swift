@@ -40,7 +40,10 @@ struct Apply: ParsableCommand {
     }
 
     func run() throws {
-        let compilation = try compileState(state, options: node)
+        // The batch of a full sync is as large as the ruleset: what is no longer needed (the
+        // decoded state, the per-service fragments) is freed before it is built.
+        var compilation = try compileState(state, options: node, releasingState: true)
+        compilation.assembly = nil
         let backend = NetlinkBackend()
         let current = try withKernel("apply") { () throws(BackendError) in try backend.readOurs() }
         var transaction = Transaction.diff(from: current, to: compilation.ruleset)
@@ -54,6 +57,7 @@ struct Apply: ParsableCommand {
         try withKernel("apply") { () throws(BackendError) in try backend.apply(transaction) }
         let elapsed = ContinuousClock.now - started
         warn("apply: \(transaction.operations.count) operation(s) committed in one batch in \(elapsed.formatted(.units(allowed: [.milliseconds], width: .narrow)))")
+        ProcessEnd.success(keeping: (compilation, current, transaction))
     }
 }
 

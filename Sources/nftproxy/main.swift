@@ -36,6 +36,7 @@ struct Render: ParsableCommand {
     func run() throws {
         let compilation = try compileState(state, options: node)
         print(NftText.script(compilation.ruleset, header: header(compilation)), terminator: "")
+        ProcessEnd.success(keeping: compilation)
     }
 }
 
