@@ -289,8 +289,17 @@ extension TextBuffer {
             append(key, family: family)
             append(" timeout ")
             append(decimal: Int(timeout))
-            append("s : ")
-            append(data, family: family)
+            append("s")
+            if !data.isEmpty {
+                append(" : ")
+                for (index, operand) in data.enumerated() {
+                    if index > 0 { append(" . ") }
+                    switch operand {
+                    case .field(let selector): append(selector, family: family)
+                    case .value(let value): appendKey([value])
+                    }
+                }
+            }
             append(" }")
         case .vmap(let selectors, let map):
             append(selectors, family: family)
