@@ -71,7 +71,6 @@ public enum Naming {
     public static let filterInput = Name("filter-input")!
     public static let filterForward = Name("filter-forward")!
     public static let filterOutput = Name("filter-output")!
-    public static let services = Name("services")!
     public static let serviceEndpointsCheck = Name("service-endpoints-check")!
     public static let nodePortEndpointsCheck = Name("nodeport-endpoints-check")!
     public static let clusterIPsCheck = Name("cluster-ips-check")!

@@ -349,15 +349,15 @@ public struct RulesetAssembly: Sendable {
             NamedSet(Naming.affinityClients, key: [address, address, .inetProto, .inetService],
                      flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("ClientIP session affinity: client . destination . port within its timeout")),
         ]
+        // The dispatch sits in the base chains themselves: every new connection passes through
+        // every shard's hooks, and a `jump` to a shared chain measurably cost P4 (BENCHMARKS.md).
+        let dispatch = [
+            Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)]),
+            Rule(nodePortMatch + [.vmap([.l4proto, .thDport], map: Naming.serviceNodePorts)]),
+        ]
         let chains: [Chain] = [
-            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)),
-                  rules: [Rule([.verdict(.jump(Naming.services))])]),
-            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)),
-                  rules: [Rule([.verdict(.jump(Naming.services))])]),
-            Chain(Naming.services, rules: [
-                Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)]),
-                Rule(nodePortMatch + [.vmap([.l4proto, .thDport], map: Naming.serviceNodePorts)]),
-            ]),
+            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)), rules: dispatch),
+            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)), rules: dispatch),
         ]
         return Table(family: ref.family, name: ref.name,
                      comment: Comment("service rules for nftproxy (one shard): do not edit, nftproxy rewrites this table"),
