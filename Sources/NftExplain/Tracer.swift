@@ -241,8 +241,9 @@ private struct Walk {
                 return .ended
             case .update(let map, _, let timeout, let data):
                 if let target = Walk.endpoint(data) { recorded = target }
-                record(data.isEmpty ? "records the client in @\(map) for session affinity (\(timeout)s)"
-                                    : "records the backend in @\(map) for session affinity (\(timeout)s)")
+                let seconds = timeout % 1000 == 0 ? "\(timeout / 1000)s" : "\(timeout)ms"
+                record(data.isEmpty ? "records the client in @\(map) for session affinity (\(seconds))"
+                                    : "records the backend in @\(map) for session affinity (\(seconds))")
             case .vmap(let selectors, let name):
                 guard let map = table.set(name), let element = map.elements.first(where: { $0.key == key(selectors) }),
                       let verdict = element.verdict else { return .next }

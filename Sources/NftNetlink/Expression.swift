@@ -319,7 +319,7 @@ enum Lowering {
             }
             return keyLoads.expressions + dataLoads
                 + [.dynset(op: K.dynsetUpdate, sregKey: reg1, sregData: data.isEmpty ? nil : Register.number(slot: dataSlot),
-                           set: map.rawValue, timeout: UInt64(timeout) * 1000)]
+                           set: map.rawValue, timeout: UInt64(timeout))]
         case .numgenIncZero(let modulus):
             guard modulus > 0 else { throw LoweringError(message: "numgen modulus must be at least 1") }
             return [.numgen(dreg: reg1, modulus: modulus, type: K.numgenIncremental, offset: 0),

@@ -131,12 +131,12 @@ enum Raising {
                 default: return nil
                 }
             case .dynset(K.dynsetUpdate, _, let sregData, let set, let timeout):
-                guard let name = Name(set), !loads.isEmpty, timeout % 1000 == 0, let seconds = UInt32(exactly: timeout / 1000) else { return nil }
+                guard let name = Name(set), !loads.isEmpty, let milliseconds = UInt32(exactly: timeout) else { return nil }
                 let dataSlot = sregData.flatMap(Register.slot) ?? Int.max
                 let key = loads.filter { $0.slot < dataSlot }.compactMap { if case .field(let selector) = $0.operand { selector } else { nil } }
                 guard key.count == loads.filter({ $0.slot < dataSlot }).count else { return nil }
                 let data = loads.filter { $0.slot >= dataSlot }.map(\.operand)
-                return .update(map: name, key: key, timeoutSeconds: seconds, data: data)
+                return .update(map: name, key: key, timeoutMilliseconds: milliseconds, data: data)
             default:
                 return nil
             }

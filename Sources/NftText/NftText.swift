@@ -288,8 +288,13 @@ extension TextBuffer {
             append(" { ")
             append(key, family: family)
             append(" timeout ")
-            append(decimal: Int(timeout))
-            append("s")
+            if timeout % 1000 == 0 {
+                append(decimal: Int(timeout / 1000))
+                append("s")
+            } else {
+                append(decimal: Int(timeout))
+                append("ms")
+            }
             if !data.isEmpty {
                 append(" : ")
                 for (index, operand) in data.enumerated() {
