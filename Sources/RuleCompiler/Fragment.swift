@@ -224,24 +224,25 @@ struct FragmentBuilder {
 
     /// ClientIP session affinity, recorded at DNAT time in two dynamic sets of the shard, keyed by
     /// client . destination . protocol . port (before DNAT: the address and port the client used):
-    /// `affinity-clients` (timeout T) says the client's entry is current, `affinity` (T + 50 ms)
+    /// `affinity-clients` (timeout T) says the client's entry is current, `affinity` (T + 100 ms)
     /// holds its backend. Every new connection restarts both timeouts, as kube-proxy's does.
     ///
     /// - A known client: refresh both, DNAT to the recorded backend. nft 1.0.6 cannot write a
     ///   map's own lookup as the data of an `update`, and an `update` never replaces the data of
     ///   an entry that is there, so the refresh writes a placeholder: since `affinity` outlives
-    ///   `affinity-clients` by 50 ms (several jiffies; a rule runs in microseconds), the entry
-    ///   is there and the placeholder never lands.
+    ///   `affinity-clients` by 100 ms (several jiffies, where a rule runs in microseconds; and a
+    ///   whole number of them at HZ 100, 250, 300 and 1000, so the kernel's timeout reads back
+    ///   as written), the entry is there and the placeholder never lands.
     /// - A new client: the round-robin cascade, each arm recording its backend, then DNAT to
-    ///   what `affinity` holds: the arm's backend, or the previous one within its last 50 ms (so
-    ///   in effect the timeout is T + 50 ms, where kube-proxy's is T).
+    ///   what `affinity` holds: the arm's backend, or the previous one within its last 100 ms (so
+    ///   in effect the timeout is T + 100 ms, where kube-proxy's is T).
     /// - If a set is full the update fails and the cascade falls through to a plain DNAT to the
     ///   last backend, so connections still go somewhere.
     private func affinityRules(_ backends: [Backend], _ proto: L4Protocol, timeout: UInt32) -> [Rule] {
         let key: [Selector] = [.saddr, .daddr, .l4proto, .thDport]
         func record(_ data: [Operand]) -> [Statement] {
             [.update(map: Naming.affinityClients, key: key, timeoutMilliseconds: timeout * 1000, data: []),
-             .update(map: Naming.affinity, key: key, timeoutMilliseconds: timeout * 1000 + 50, data: data),
+             .update(map: Naming.affinity, key: key, timeoutMilliseconds: timeout * 1000 + 100, data: data),
              .dnatMap(key, map: Naming.affinity)]
         }
         var rules = [Rule([.lookup(key, set: Naming.affinityClients)] + record([.field(.daddr), .field(.thDport)]))]

@@ -98,11 +98,11 @@ struct LoweringTests {
         ])
         // A session-affinity arm records a constant backend: `: 10.1.2.3 . 8080` as immediates
         // into the data slots (nft: `immediate reg 2 0x0302010a`, `immediate reg 13 0x0000901f`).
-        let arm = Statement.update(map: Name("affinity")!, key: [.saddr, .daddr, .l4proto, .thDport], timeoutMilliseconds: 600050,
+        let arm = Statement.update(map: Name("affinity")!, key: [.saddr, .daddr, .l4proto, .thDport], timeoutMilliseconds: 600100,
                                    data: [.value(.address(IPAddress("10.1.2.3")!)), .value(.port(8080))])
         #expect(Array(try Lowering.statement(arm, family: .ip, sets: sets).suffix(3)) == [
             .immediateData(dreg: 2, data: [10, 1, 2, 3]), .immediateData(dreg: 13, data: [0x1f, 0x90]),
-            .dynset(op: 1, sregKey: 1, sregData: 2, set: "affinity", timeout: 600_050),
+            .dynset(op: 1, sregKey: 1, sregData: 2, set: "affinity", timeout: 600_100),
         ])
         #expect(Raising.rule(try Lowering.rule(Rule([arm]), family: .ip, sets: sets), family: .ip, sets: sets) == [arm])
         let services = Rule([.ctStatusDNAT, .l4proto(.tcp), .vmap([.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst], map: Name("affsvc")!)])

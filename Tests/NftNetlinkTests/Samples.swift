@@ -90,10 +90,10 @@ enum Samples {
             Chain(name("affinity-arms"), rules: [
                 Rule([.lookup(affinityKey, set: name("affinity-clients")),
                       .update(map: name("affinity-clients"), key: affinityKey, timeoutMilliseconds: 600000, data: []),
-                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600050, data: [.field(.daddr), .field(.thDport)]),
+                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600100, data: [.field(.daddr), .field(.thDport)]),
                       .dnatMap(affinityKey, map: name("affinity"))]),
                 Rule([.numgenIncZero(modulus: 2), .update(map: name("affinity-clients"), key: affinityKey, timeoutMilliseconds: 600000, data: []),
-                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600050, data: [.value(.address(b)), .value(.port(8080))]),
+                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600100, data: [.value(.address(b)), .value(.port(8080))]),
                       .dnatMap(affinityKey, map: name("affinity"))]),
             ]),
             Chain(name("reject-chain"), rules: [Rule([.reject])]),
