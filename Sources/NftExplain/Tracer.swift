@@ -205,6 +205,8 @@ private struct Walk {
     mutating func evaluate(_ rule: Rule, index: Int, in chain: Chain, hook: String, depth: Int) -> Flow {
         let text = NftText.rule(rule, family: family)
         func record(_ note: String) { steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: text, note: note)) }
+        /// The backend an `update` of this rule just wrote for the client (a session-affinity arm).
+        var recorded: Outcome.Endpoint?
         for statement in rule.statements {
             switch statement {
             case .address(let selector, let cidr, let negated):
@@ -226,15 +228,22 @@ private struct Walk {
                 if let set = table.set(name), set.elements.contains(where: { matches($0.key, key(selectors)) }) { return .next }
             case .dnatMap(let selectors, let name):
                 guard let map = table.set(name), let element = map.elements.first(where: { $0.key == key(selectors) }),
-                      case .address(let address)? = element.data.first, case .port(let port)? = element.data.last else { return .next }
+                      case .address(let address)? = element.data.first, case .port(let port)? = element.data.last else {
+                    // A new client: the entry this rule recorded is what the map returns.
+                    guard let recorded else { return .next }
+                    return dnat(to: recorded, hook: hook, chain: chain, rule: text)
+                }
                 let target = Outcome.Endpoint(address: address, port: port)
                 candidates.append(target)
                 next = target
                 dnat = target
                 record("session affinity: this client keeps \(target)")
                 return .ended
-            case .update(let map, _, let timeout, _):
-                record("records the backend in @\(map) for session affinity (\(timeout)s)")
+            case .update(let map, _, let timeout, let data):
+                if let target = Walk.endpoint(data) { recorded = target }
+                let seconds = timeout % 1000 == 0 ? "\(timeout / 1000)s" : "\(timeout)ms"
+                record(data.isEmpty ? "records the client in @\(map) for session affinity (\(seconds))"
+                                    : "records the backend in @\(map) for session affinity (\(seconds))")
             case .vmap(let selectors, let name):
                 guard let map = table.set(name), let element = map.elements.first(where: { $0.key == key(selectors) }),
                       let verdict = element.verdict else { return .next }
@@ -255,19 +264,7 @@ private struct Walk {
             case .toggleMarkBit(let bit):
                 mark ^= bit
             case .dnat(let address, let port):
-                // The cascade's last rule (or a single backend's only rule) takes what no earlier rule did.
-                let target = Outcome.Endpoint(address: address, port: port)
-                candidates.append(target)
-                let chosen = next ?? target
-                next = chosen
-                dnat = chosen
-                if candidates.count > 1 {
-                    steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: nil, note:
-                        "round-robin over \(candidates.count) backends (\(candidates.map(\.description).joined(separator: ", "))): the next connection gets \(chosen)"))
-                } else {
-                    record("DNAT to \(chosen)")
-                }
-                return .ended
+                return dnat(to: Outcome.Endpoint(address: address, port: port), hook: hook, chain: chain, rule: text)
             case .masquerade:
                 masqueraded = true
                 if masqueradeReason == nil { masqueradeReason = "marked for masquerade" }
@@ -285,6 +282,27 @@ private struct Walk {
             masqueradeReason = masqueradeReasonFor(rule, chain: chain)
         }
         return .next
+    }
+
+    /// The cascade's last rule (or a single backend's only rule) takes what no earlier rule did.
+    mutating func dnat(to target: Outcome.Endpoint, hook: String, chain: Chain, rule: String) -> Flow {
+        candidates.append(target)
+        let chosen = next ?? target
+        next = chosen
+        dnat = chosen
+        if candidates.count > 1 {
+            steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: nil, note:
+                "round-robin over \(candidates.count) backends (\(candidates.map(\.description).joined(separator: ", "))): the next connection gets \(chosen)"))
+        } else {
+            steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: rule, note: "DNAT to \(chosen)"))
+        }
+        return .ended
+    }
+
+    /// An address . port constant, as a session-affinity arm records its backend.
+    static func endpoint(_ data: [Operand]) -> Outcome.Endpoint? {
+        guard data.count == 2, case .value(.address(let address)) = data[0], case .value(.port(let port)) = data[1] else { return nil }
+        return Outcome.Endpoint(address: address, port: port)
     }
 
     mutating func apply(_ verdict: Verdict, hook: String, depth: Int, rule: String? = nil, chain: Chain? = nil) -> Flow {
@@ -328,9 +346,11 @@ private struct Walk {
         }
     }
 
+    /// The backend a cascade arm DNATs to: its `dnat`, or the backend it records for session affinity.
     func dnatTarget(of rule: Rule) -> Outcome.Endpoint? {
         for statement in rule.statements {
             if case .dnat(let address, let port) = statement { return Outcome.Endpoint(address: address, port: port) }
+            if case .update(_, _, _, let data) = statement, let target = Walk.endpoint(data) { return target }
         }
         return nil
     }

@@ -88,7 +88,6 @@ public enum Naming {
     public static let filterInput = Name("filter-input")!
     public static let filterForward = Name("filter-forward")!
     public static let filterOutput = Name("filter-output")!
-    public static let services = Name("services")!
     public static let serviceEndpointsCheck = Name("service-endpoints-check")!
     public static let nodePortEndpointsCheck = Name("nodeport-endpoints-check")!
     public static let clusterIPsCheck = Name("cluster-ips-check")!
@@ -105,12 +104,11 @@ public enum Naming {
     public static let noEndpointServices = Name("no-endpoint-services")!
     public static let noEndpointNodePorts = Name("no-endpoint-nodeports")!
     public static let hairpin = Name("hairpin-endpoints")!
-    /// Session affinity: client . original destination . protocol . port → the backend it got.
+    /// Session affinity: client . destination . protocol . port → the backend it got; entries
+    /// outlive their `affinity-clients` twin by a second.
     public static let affinity = Name("affinity")!
-    /// Original destinations (IP . protocol . port) of ClientIP-affinity service ports → their recording chain.
-    public static let affinityServices = Name("affinity-services")!
-    /// NodePorts (protocol . port) of ClientIP-affinity service ports → their recording chain.
-    public static let affinityNodePorts = Name("affinity-nodeports")!
+    /// Session affinity: the client . destination . protocol . port keys within their timeout.
+    public static let affinityClients = Name("affinity-clients")!
     /// LoadBalancer destinations that have loadBalancerSourceRanges.
     public static let firewallIPs = Name("firewall-ips")!
     /// LoadBalancer destination . allowed source range.
@@ -137,13 +135,8 @@ public enum Naming {
         Name("local-" + base(port, number: number))
     }
 
-    /// The chain that records which backend a ClientIP-affinity client got, with the port's timeout.
-    public static func affinityChain(_ port: ServicePortName, number: UInt16) -> Name? {
-        Name("affinity-" + base(port, number: number))
-    }
-
     /// The Service (`ns/name`) a service-port chain belongs to (`service-ns/name/proto/port`
-    /// and its `local-`, `external-`, `affinity-` siblings); nil for a static chain.
+    /// and its `local-`, `external-` siblings); nil for a static chain.
     public static func service(ofChain name: Name) -> String? {
         guard isServicePortChain(name), let path = name.rawValue.split(separator: "-", maxSplits: 1).last else { return nil }
         return path.split(separator: "/").prefix(2).joined(separator: "/")

@@ -121,6 +121,12 @@ public enum Selector: Sendable, Hashable {
     case ctOriginalProtoDst
 }
 
+/// A value a statement writes: a packet field, or a constant (`10.180.0.1 . 80`).
+public enum Operand: Sendable, Hashable {
+    case field(Selector)
+    case value(KeyValue)
+}
+
 /// `fib` result looked up for a packet address.
 public enum FibAddress: Sendable, Hashable {
     case saddr
@@ -159,8 +165,10 @@ public enum Statement: Sendable, Hashable {
     /// `dnat to ip saddr . ip daddr . meta l4proto . th dport map @affinity`: DNAT to the address
     /// and port the map holds for this key; no match when the key is absent.
     case dnatMap([Selector], map: Name)
-    /// `update @map { key timeout 10800s : data }`: adds or refreshes a dynamic map entry.
-    case update(map: Name, key: [Selector], timeoutSeconds: UInt32, data: [Selector])
+    /// `update @map { key timeout 10800s : data }` (or `timeout 600050ms`): adds an entry to a dynamic set or map, or
+    /// restarts the timeout of the entry already there (whose data it leaves as it is). A set
+    /// has no data.
+    case update(map: Name, key: [Selector], timeoutMilliseconds: UInt32, data: [Operand])
     /// `masquerade fully-random`.
     case masquerade(fullyRandom: Bool)
     /// `reject`: ICMP (or ICMPv6) port unreachable.

@@ -149,14 +149,21 @@ public struct Transaction: Sendable, Hashable {
         return ops
     }
 
-    /// Deletes the entries of a dynamic set that `keep` rejects, e.g. session-affinity entries
-    /// whose backend is gone. Reads only what `current` (the kernel's read-back) holds.
-    public static func pruning(_ current: Ruleset?, set name: Name, keep: (Family, Element) -> Bool) -> [Operation] {
+    /// Deletes the elements of a dynamic set or map that `keep` refuses, and their twins (same
+    /// key) in the set `companion` first: session affinity's `affinity-clients` vouches that
+    /// `affinity` holds its key, so it must never outlive it.
+    public static func pruning(_ current: Ruleset?, set name: Name, companion: Name? = nil, keep: (Family, Element) -> Bool) -> [Operation] {
         var ops: [Operation] = []
         for table in current?.tables ?? [] {
-            guard let set = table.set(name), set.isDynamic else { continue }
-            let stale = set.elements.filter { !keep(table.family, $0) }
-            if !stale.isEmpty { ops.append(.deleteElements(TableRef(table.family, table.name), set: name, stale)) }
+            guard let map = table.set(name), map.isDynamic else { continue }
+            let stale = map.elements.filter { !keep(table.family, $0) }
+            guard !stale.isEmpty else { continue }
+            let ref = TableRef(table.family, table.name)
+            let keys = Set(stale.map(\.key))
+            if let companion, let twins = table.set(companion)?.elements.filter({ keys.contains($0.key) }), !twins.isEmpty {
+                ops.append(.deleteElements(ref, set: companion, twins))
+            }
+            ops.append(.deleteElements(ref, set: name, stale))
         }
         return ops
     }

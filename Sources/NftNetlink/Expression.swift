@@ -295,12 +295,31 @@ enum Lowering {
             // later versions put the data right after it, as here.
             let dataSlot = max(4, keyLoads.end)
             var dataLoads: [Expression] = []
-            if !data.isEmpty {
-                dataLoads = try concatenation(data, family: family, start: dataSlot).expressions
+            var slot = dataSlot
+            for operand in data {
+                switch operand {
+                case .field(let selector):
+                    let (expression, used) = load(selector, family: family, slot: slot)
+                    dataLoads.append(expression)
+                    slot += used
+                case .value(let value):
+                    // nft writes a constant into its slot with an immediate, in network byte order.
+                    let bytes: [UInt8]
+                    switch value {
+                    case .address(let ip) where ip.family == family.ipFamily: bytes = ip.bytes
+                    case .port(let port): bytes = [UInt8(port >> 8), UInt8(port & 0xff)]
+                    default: throw LoweringError(message: "update @\(map): \(value) is not an address of the \(family.rawValue) family or a port")
+                    }
+                    dataLoads.append(.immediateData(dreg: Register.number(slot: slot), data: bytes))
+                    slot += Register.slots(bytes.count)
+                }
+            }
+            guard slot <= Register.slotCount else {
+                throw LoweringError(message: "update @\(map): key and data do not fit the 64-byte register file")
             }
             return keyLoads.expressions + dataLoads
                 + [.dynset(op: K.dynsetUpdate, sregKey: reg1, sregData: data.isEmpty ? nil : Register.number(slot: dataSlot),
-                           set: map.rawValue, timeout: UInt64(timeout) * 1000)]
+                           set: map.rawValue, timeout: UInt64(timeout))]
         case .numgenIncZero(let modulus):
             guard modulus > 0 else { throw LoweringError(message: "numgen modulus must be at least 1") }
             return [.numgen(dreg: reg1, modulus: modulus, type: K.numgenIncremental, offset: 0),
@@ -381,7 +400,7 @@ enum Lowering {
     static func selectors(of statement: Statement) -> [Selector] {
         switch statement {
         case .lookup(let selectors, _), .notInSet(let selectors, _), .vmap(let selectors, _), .dnatMap(let selectors, _): selectors
-        case .update(_, let key, _, let data): key + data
+        case .update(_, let key, _, let data): key + data.compactMap { if case .field(let selector) = $0 { selector } else { nil } }
         default: []
         }
     }

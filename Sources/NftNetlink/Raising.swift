@@ -85,11 +85,12 @@ enum Raising {
     /// A statement keyed by a concatenation of loads into consecutive slots: `… @set`,
     /// `… != @set`, `… vmap @map`, `dnat to … map @map`, or `update @map { key : data }`.
     private static func keyedStatement(_ items: [Expression], at start: Int, family: Family, proto: L4Protocol?) -> Statement? {
-        var loads: [(selector: Selector, slot: Int)] = []
+        var loads: [(operand: Operand, slot: Int)] = []
         for position in start..<items.count {
             let item = items[position]
             let slot: UInt32
-            let selector: Selector
+            var selector: Selector = .saddr
+            var constant: KeyValue?
             switch item {
             case .payload(K.networkHeader, let offset, _, let dreg):
                 if offset == Lowering.addressOffset(.saddr, family) { selector = .saddr }
@@ -111,9 +112,15 @@ enum Raising {
                 slot = dreg
             case .byteorder:
                 continue  // part of an interval set's key; the lowering puts it back
+            case .immediateData(let dreg, let bytes):
+                // A constant in an update's data (`: 10.180.0.1 . 80`).
+                if bytes.count == 2 { constant = .port(UInt16(bytes[0]) << 8 | UInt16(bytes[1])) }
+                else if bytes.count == family.ipFamily.addressLength, let ip = IPAddress(bytes: bytes) { constant = .address(ip) }
+                else { return nil }
+                slot = dreg
             case .lookup(_, let dreg, let set, let flags):
-                guard let name = Name(set), !loads.isEmpty else { return nil }
-                let selectors = loads.map(\.selector)
+                let selectors = loads.compactMap { if case .field(let selector) = $0.operand { selector } else { nil } }
+                guard let name = Name(set), !loads.isEmpty, selectors.count == loads.count else { return nil }
                 switch (dreg, flags) {
                 case (nil, 0): return .lookup(selectors, set: name)
                 case (nil, K.lookupInvert): return .notInSet(selectors, set: name)
@@ -124,16 +131,17 @@ enum Raising {
                 default: return nil
                 }
             case .dynset(K.dynsetUpdate, _, let sregData, let set, let timeout):
-                guard let name = Name(set), !loads.isEmpty, timeout % 1000 == 0, let seconds = UInt32(exactly: timeout / 1000) else { return nil }
+                guard let name = Name(set), !loads.isEmpty, let milliseconds = UInt32(exactly: timeout) else { return nil }
                 let dataSlot = sregData.flatMap(Register.slot) ?? Int.max
-                let key = loads.filter { $0.slot < dataSlot }.map(\.selector)
-                let data = loads.filter { $0.slot >= dataSlot }.map(\.selector)
-                return .update(map: name, key: key, timeoutSeconds: seconds, data: data)
+                let key = loads.filter { $0.slot < dataSlot }.compactMap { if case .field(let selector) = $0.operand { selector } else { nil } }
+                guard key.count == loads.filter({ $0.slot < dataSlot }).count else { return nil }
+                let data = loads.filter { $0.slot >= dataSlot }.map(\.operand)
+                return .update(map: name, key: key, timeoutMilliseconds: milliseconds, data: data)
             default:
                 return nil
             }
             guard let start = Register.slot(slot) else { return nil }
-            loads.append((selector, start))
+            loads.append((constant.map { .value($0) } ?? .field(selector), start))
         }
         return nil
     }

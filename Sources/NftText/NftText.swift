@@ -288,9 +288,23 @@ extension TextBuffer {
             append(" { ")
             append(key, family: family)
             append(" timeout ")
-            append(decimal: Int(timeout))
-            append("s : ")
-            append(data, family: family)
+            if timeout % 1000 == 0 {
+                append(decimal: Int(timeout / 1000))
+                append("s")
+            } else {
+                append(decimal: Int(timeout))
+                append("ms")
+            }
+            if !data.isEmpty {
+                append(" : ")
+                for (index, operand) in data.enumerated() {
+                    if index > 0 { append(" . ") }
+                    switch operand {
+                    case .field(let selector): append(selector, family: family)
+                    case .value(let value): appendKey([value])
+                    }
+                }
+            }
             append(" }")
         case .vmap(let selectors, let map):
             append(selectors, family: family)

@@ -239,7 +239,8 @@ public actor SyncController {
                 let tables = (try? backend.ourTables()) ?? []
                 transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
             } else {
-                transaction.operations += Transaction.pruning(current, set: Naming.affinity, keep: compilation.affinity.keeps)
+                transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients,
+                                                                  keep: compilation.affinity.keeps)
             }
             if !transaction.isEmpty { try backend.apply(transaction) }
             lastGeneration = try? backend.generation()

@@ -362,7 +362,7 @@ public struct RulesetAssembly: Sendable {
     }
 
     /// `nftproxy-NN`: the DNAT hooks for the services of one shard, their dispatch maps, and
-    /// session affinity (recorded in postrouting just before the node table masquerades).
+    /// session affinity (recorded by the service chains as they DNAT).
     private func shardTable(_ ref: TableRef) -> Table {
         let (address, dispatchKey, nodePortKey) = types(ref.family)
         let nodePortIPs = nodePortIPs(ref.family)
@@ -378,27 +378,18 @@ public struct RulesetAssembly: Sendable {
             NamedSet(Naming.serviceNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePort traffic")),
             NamedSet(Naming.affinity, key: [address, address, .inetProto, .inetService], data: [address, .inetService],
                      flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("ClientIP session affinity: client . destination . port : backend")),
-            NamedSet(Naming.affinityServices, key: dispatchKey, isMap: true, comment: Comment("destinations with ClientIP session affinity")),
-            NamedSet(Naming.affinityNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePorts with ClientIP session affinity")),
+            NamedSet(Naming.affinityClients, key: [address, address, .inetProto, .inetService],
+                     flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("ClientIP session affinity: client . destination . port within its timeout")),
         ]
-        let recordAffinity: [Rule] = L4Protocol.allCases.flatMap { proto -> [Rule] in
-            let original: [Selector] = [.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst]
-            return [
-                Rule([.ctStatusDNAT, .l4proto(proto), .vmap(original, map: Naming.affinityServices)]),
-                Rule([.ctStatusDNAT, .l4proto(proto), .vmap([.l4proto, .ctOriginalProtoDst], map: Naming.affinityNodePorts)]),
-            ]
-        }
+        // The dispatch sits in the base chains themselves: every new connection passes through
+        // every shard's hooks, and a `jump` to a shared chain measurably cost P4 (BENCHMARKS.md).
+        let dispatch = [
+            Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)]),
+            Rule(nodePortMatch + [.vmap([.l4proto, .thDport], map: Naming.serviceNodePorts)]),
+        ]
         let chains: [Chain] = [
-            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)),
-                  rules: [Rule([.verdict(.jump(Naming.services))])]),
-            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)),
-                  rules: [Rule([.verdict(.jump(Naming.services))])]),
-            Chain(Naming.natPostrouting, base: BaseChain(type: .nat, hook: .postrouting, priority: Priority(.srcnat, -1)),
-                  rules: recordAffinity),
-            Chain(Naming.services, rules: [
-                Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)]),
-                Rule(nodePortMatch + [.vmap([.l4proto, .thDport], map: Naming.serviceNodePorts)]),
-            ]),
+            Chain(Naming.natPrerouting, base: BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat)), rules: dispatch),
+            Chain(Naming.natOutput, base: BaseChain(type: .nat, hook: .output, priority: Priority(.dstnat)), rules: dispatch),
         ]
         return Table(family: ref.family, name: ref.name,
                      comment: Comment("service rules for nftproxy (one shard): do not edit, nftproxy rewrites this table"),

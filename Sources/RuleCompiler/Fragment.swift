@@ -146,37 +146,26 @@ struct FragmentBuilder {
                 }
             }
 
-            // Session affinity: a known client goes back to the backend it got (the `affinity`
-            // map), which the recording chain refreshes after DNAT on each new connection.
-            var affinityLookup: [Rule] = []
-            if case .clientIP(let timeout) = service.sessionAffinity, lists.hasAny,
-               let affinityChain = Naming.affinityChain(portName, number: port.port) {
-                affinityLookup = [Rule([.dnatMap([.saddr, .daddr, .l4proto, .thDport], map: Naming.affinity)])]
-                addChain(Chain(affinityChain, rules: [Rule([
-                    .l4proto(port.protocol),
-                    .update(map: Naming.affinity, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
-                            timeoutSeconds: UInt32(timeout), data: [.daddr, .dport(port.protocol)]),
-                ])]))
+            // Session affinity, recorded as the backend is chosen (see `affinityRules`).
+            var affinity: UInt32?
+            if case .clientIP(let timeout) = service.sessionAffinity, lists.hasAny {
+                affinity = UInt32(timeout)
                 let targets = Set((lists.cluster + lists.local).map { [KeyValue.address($0.address), .port($0.port)] })
                 for ip in [clusterIP] + externalIPs + loadBalancerIPs {
-                    let key: [KeyValue] = [.address(ip), proto, .port(port.port)]
-                    claim(shard, Naming.affinityServices, Element(key, verdict: .jump(affinityChain), comment: comment))
-                    affinityDestinations[key, default: []].formUnion(targets)
+                    affinityDestinations[[.address(ip), proto, .port(port.port)], default: []].formUnion(targets)
                 }
                 if port.nodePort != 0 {
-                    let key: [KeyValue] = [proto, .port(port.nodePort)]
-                    claim(shard, Naming.affinityNodePorts, Element(key, verdict: .jump(affinityChain), comment: comment))
-                    affinityNodePorts[key, default: []].formUnion(targets)
+                    affinityNodePorts[[proto, .port(port.nodePort)], default: []].formUnion(targets)
                 }
             }
 
             if lists.hasAny && usesCluster {
                 let masquerade = service.internalTrafficPolicy == .cluster ? internalMasquerade(clusterIP) : nil
-                addChain(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.cluster, port.protocol)))
+                addChain(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + balance(lists.cluster, port.protocol, affinity: affinity)))
             }
             if !lists.local.isEmpty && usesLocal {
                 let masquerade = service.internalTrafficPolicy == .local ? internalMasquerade(clusterIP) : nil
-                addChain(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + affinityLookup + roundRobin(lists.local, port.protocol)))
+                addChain(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + balance(lists.local, port.protocol, affinity: affinity)))
             }
             if lists.hasAny && externallyReachable {
                 addChain(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
@@ -218,6 +207,11 @@ struct FragmentBuilder {
         return Rule([destination, .address(.saddr, cidr, negated: true), .setMarkBit(mark)])
     }
 
+    private func balance(_ backends: [Backend], _ proto: L4Protocol, affinity timeout: UInt32?) -> [Rule] {
+        guard let timeout else { return roundRobin(backends, proto) }
+        return affinityRules(backends, proto, timeout: timeout)
+    }
+
     /// Rule i of N hands out backend i once in every N - i packets that reach it; the last rule
     /// takes the rest. Each `numgen inc` keeps its own counter, so backends are served in turn.
     private func roundRobin(_ backends: [Backend], _ proto: L4Protocol) -> [Rule] {
@@ -231,6 +225,41 @@ struct FragmentBuilder {
             statements.append(.dnat(backend.address, port: backend.port))
             return Rule(statements)
         }
+    }
+
+    /// ClientIP session affinity, recorded at DNAT time in two dynamic sets of the shard, keyed by
+    /// client . destination . protocol . port (before DNAT: the address and port the client used):
+    /// `affinity-clients` (timeout T) says the client's entry is current, `affinity` (T + 100 ms)
+    /// holds its backend. Every new connection restarts both timeouts, as kube-proxy's does.
+    ///
+    /// - A known client: refresh both, DNAT to the recorded backend. nft 1.0.6 cannot write a
+    ///   map's own lookup as the data of an `update`, and an `update` never replaces the data of
+    ///   an entry that is there, so the refresh writes a placeholder: since `affinity` outlives
+    ///   `affinity-clients` by 100 ms (several jiffies, where a rule runs in microseconds; and a
+    ///   whole number of them at HZ 100, 250, 300 and 1000, so the kernel's timeout reads back
+    ///   as written), the entry is there and the placeholder never lands.
+    /// - A new client: the round-robin cascade, each arm recording its backend, then DNAT to
+    ///   what `affinity` holds: the arm's backend, or the previous one within its last 100 ms (so
+    ///   in effect the timeout is T + 100 ms, where kube-proxy's is T).
+    /// - If a set is full the update fails and the cascade falls through to a plain DNAT to the
+    ///   last backend, so connections still go somewhere.
+    private func affinityRules(_ backends: [Backend], _ proto: L4Protocol, timeout: UInt32) -> [Rule] {
+        let key: [Selector] = [.saddr, .daddr, .l4proto, .thDport]
+        func record(_ data: [Operand]) -> [Statement] {
+            [.update(map: Naming.affinityClients, key: key, timeoutMilliseconds: timeout * 1000, data: []),
+             .update(map: Naming.affinity, key: key, timeoutMilliseconds: timeout * 1000 + 100, data: data),
+             .dnatMap(key, map: Naming.affinity)]
+        }
+        var rules = [Rule([.lookup(key, set: Naming.affinityClients)] + record([.field(.daddr), .field(.thDport)]))]
+        for (index, backend) in backends.enumerated() {
+            let remaining = backends.count - index
+            let pick: [Statement] = remaining > 1 ? [.numgenIncZero(modulus: UInt32(remaining))] : []
+            rules.append(Rule(pick + record([.value(.address(backend.address)), .value(.port(backend.port))])))
+        }
+        if let last = backends.last {
+            rules.append(Rule([.l4proto(proto), .dnat(last.address, port: last.port)], comment: Comment("session affinity sets full")))
+        }
+        return rules
     }
 
     private func externalRules(_ service: Service, serviceChain: Name, localChain: Name?) -> [Rule] {

@@ -48,7 +48,7 @@ struct Apply: ParsableCommand {
         let current = try withKernel("apply") { () throws(BackendError) in try backend.readOurs() }
         var transaction = Transaction.diff(from: current, to: compilation.ruleset)
         // Session-affinity entries pointing at backends that are gone are deleted in the same batch.
-        transaction.operations += Transaction.pruning(current, set: Naming.affinity, keep: compilation.affinity.keeps)
+        transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients, keep: compilation.affinity.keeps)
         if transaction.isEmpty {
             warn("apply: the kernel already has these rules; nothing sent")
             return

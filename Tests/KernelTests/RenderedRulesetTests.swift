@@ -52,7 +52,7 @@ struct RenderedRulesetTests {
         return try Netns.with { ns in
             let load = try ns.run(["nft", "-f", file.path])
             #expect(load.status == 0, "nft -f of \(services) services failed: \(load.stderr.prefix(500))")
-            let rules = try ns.run(["nft", "list", "chain", "ip", "nftproxy-00", "services"])
+            let rules = try ns.run(["nft", "list", "chain", "ip", "nftproxy-00", "nat-prerouting"])
             #expect(rules.status == 0)
             let counted = try ns.run(["python3", Paths.countSets])
             #expect(counted.status == 0, "\(counted.stderr)")

@@ -25,7 +25,7 @@ enum MasqueradeTable {
         var description: String { "\(endpoints), \(masqueraded ? "masq" : "no masq")" }
     }
 
-    static func state() -> ClusterState {
+    static func state(affinity: Bool = false) -> ClusterState {
         var state = ClusterState()
         for n in 1...3 {
             var service = Service(
@@ -35,6 +35,7 @@ enum MasqueradeTable {
             )
             if n == 2 { service.externalTrafficPolicy = .local; service.healthCheckNodePort = 30000 }
             if n == 3 { service.internalTrafficPolicy = .local }
+            if affinity { service.sessionAffinity = .clientIP(timeoutSeconds: 10800) }
             state.services.append(service)
             state.endpointSlices.append(EndpointSlice(
                 namespace: "ns\(n)", name: "svc\(n)-x", serviceName: "svc\(n)", addressType: .ipv4,
@@ -101,13 +102,15 @@ enum MasqueradeTable {
     static let configurations = [(true, false), (false, false), (true, true), (false, true)]
 
     /// With one table of services, and with the three services spread over shard tables (each
-    /// with its own DNAT hooks, and the node table masquerading after them).
-    @Test(arguments: configurations, [1, 8])
-    func tracerFollowsKubeProxysMasqueradeTable(configuration: (Bool, Bool), shards: Int) {
+    /// with its own DNAT hooks, and the node table masquerading after them); and with ClientIP
+    /// session affinity, whose chains record the client as they DNAT, for a client not yet seen.
+    @Test(arguments: configurations, [(1, false), (8, false), (1, true), (8, true)])
+    func tracerFollowsKubeProxysMasqueradeTable(configuration: (Bool, Bool), layout: (shards: Int, affinity: Bool)) {
         let (detector, masqueradeAll) = configuration
+        let shards = layout.shards
         var config = MasqueradeTable.config(detector: detector, masqueradeAll: masqueradeAll)
         config.tableShards = shards
-        let compilation = RuleCompiler.compile(MasqueradeTable.state(), config: config)
+        let compilation = RuleCompiler.compile(MasqueradeTable.state(affinity: layout.affinity), config: config)
         if shards > 1 { #expect(compilation.ruleset.tables.count > 2, "the services sit in more than one shard") }
         let tracer = Tracer(ruleset: compilation.ruleset, context: TraceContext(nodeIPs: [MasqueradeTable.nodeIP]))
         var flows = 0

@@ -86,7 +86,7 @@ struct LoweringTests {
             .nat(type: 1, family: 2, addrMin: 1, protoMin: 9, flags: 0),  // nat dnat ip addr_min reg 1 proto_min reg 9
         ])
         let update = Rule([.l4proto(.tcp), .update(map: Name("affinity")!, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
-                                                   timeoutSeconds: 10800, data: [.daddr, .dport(.tcp)])])
+                                                   timeoutMilliseconds: 10800000, data: [.field(.daddr), .field(.dport(.tcp))])])
         #expect(try Lowering.rule(update, family: .ip, sets: sets) == [
             .meta(key: 16, dreg: 1), .cmp(sreg: 1, op: 0, data: [6]),
             .payload(base: 1, offset: 12, length: 4, dreg: 1),
@@ -96,6 +96,15 @@ struct LoweringTests {
             .payload(base: 1, offset: 16, length: 4, dreg: 2), .payload(base: 2, offset: 2, length: 2, dreg: 13),
             .dynset(op: 1, sregKey: 1, sregData: 2, set: "affinity", timeout: 10_800_000),  // dynset update reg_key 1 set affinity sreg_data 2 timeout 10800000ms
         ])
+        // A session-affinity arm records a constant backend: `: 10.1.2.3 . 8080` as immediates
+        // into the data slots (nft: `immediate reg 2 0x0302010a`, `immediate reg 13 0x0000901f`).
+        let arm = Statement.update(map: Name("affinity")!, key: [.saddr, .daddr, .l4proto, .thDport], timeoutMilliseconds: 600100,
+                                   data: [.value(.address(IPAddress("10.1.2.3")!)), .value(.port(8080))])
+        #expect(Array(try Lowering.statement(arm, family: .ip, sets: sets).suffix(3)) == [
+            .immediateData(dreg: 2, data: [10, 1, 2, 3]), .immediateData(dreg: 13, data: [0x1f, 0x90]),
+            .dynset(op: 1, sregKey: 1, sregData: 2, set: "affinity", timeout: 600_100),
+        ])
+        #expect(Raising.rule(try Lowering.rule(Rule([arm]), family: .ip, sets: sets), family: .ip, sets: sets) == [arm])
         let services = Rule([.ctStatusDNAT, .l4proto(.tcp), .vmap([.ctOriginalDaddr, .l4proto, .ctOriginalProtoDst], map: Name("affsvc")!)])
         #expect(Array(try Lowering.rule(services, family: .ip, sets: sets).suffix(4)) == [
             .ct(key: 20, dreg: 1, direction: 0), .meta(key: 16, dreg: 9), .ct(key: 12, dreg: 10, direction: 0),
@@ -135,7 +144,7 @@ struct LoweringTests {
             .lookup(sreg: 1, dreg: 0, set: "affsvc", flags: 0),
         ])
         let update = Statement.update(map: Name("affinity")!, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
-                                      timeoutSeconds: 10800, data: [.daddr, .dport(.sctp)])
+                                      timeoutMilliseconds: 10800000, data: [.field(.daddr), .field(.dport(.sctp))])
         #expect(try Lowering.statement(update, family: .ip6, sets: sets) == [
             .payload(base: 1, offset: 8, length: 16, dreg: 1), .ct(key: 22, dreg: 2, direction: 0),
             .meta(key: 16, dreg: 3), .ct(key: 12, dreg: 17, direction: 0),
@@ -153,14 +162,14 @@ struct LoweringTests {
             NamedSet(Name("m")!, key: [.ipv4Address, .ipv4Address], data: [.ipv4Address, .inetService], flags: [.dynamic, .timeout]),
             NamedSet(Name("s")!, key: [.ipv4Address], flags: [.dynamic]),
         ])
-        let short = try Lowering.statement(.update(map: Name("m")!, key: [.saddr, .daddr], timeoutSeconds: 0, data: [.daddr, .thDport]), family: .ip, sets: sets)
+        let short = try Lowering.statement(.update(map: Name("m")!, key: [.saddr, .daddr], timeoutMilliseconds: 0, data: [.field(.daddr), .field(.thDport)]), family: .ip, sets: sets)
         #expect(short == [.payload(base: 1, offset: 12, length: 4, dreg: 1), .payload(base: 1, offset: 16, length: 4, dreg: 9),
                           .payload(base: 1, offset: 16, length: 4, dreg: 2), .payload(base: 2, offset: 2, length: 2, dreg: 13),
                           .dynset(op: 1, sregKey: 1, sregData: 2, set: "m", timeout: 0)])
-        let plain = try Lowering.statement(.update(map: Name("s")!, key: [.saddr], timeoutSeconds: 60, data: []), family: .ip, sets: sets)
+        let plain = try Lowering.statement(.update(map: Name("s")!, key: [.saddr], timeoutMilliseconds: 60000, data: []), family: .ip, sets: sets)
         #expect(plain == [.payload(base: 1, offset: 12, length: 4, dreg: 1), .dynset(op: 1, sregKey: 1, sregData: nil, set: "s", timeout: 60_000)])
         #expect(throws: LoweringError.self) {
-            try Lowering.statement(.update(map: Name("s")!, key: [.saddr], timeoutSeconds: 60, data: [.daddr]), family: .ip, sets: sets)
+            try Lowering.statement(.update(map: Name("s")!, key: [.saddr], timeoutMilliseconds: 60000, data: [.field(.daddr)]), family: .ip, sets: sets)
         }
         #expect(throws: LoweringError.self) {
             try Lowering.statement(.dnatMap([.saddr], map: Name("s")!), family: .ip, sets: sets)
@@ -174,10 +183,10 @@ struct LoweringTests {
         let affinity = Name("affinity")!
         let key: [Selector] = [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst]
         #expect(throws: LoweringError.self) {
-            try Lowering.rule(Rule([.update(map: affinity, key: key, timeoutSeconds: 1, data: [.daddr, .dport(.tcp)])]), family: .ip, sets: sets)
+            try Lowering.rule(Rule([.update(map: affinity, key: key, timeoutMilliseconds: 1000, data: [.field(.daddr), .field(.dport(.tcp))])]), family: .ip, sets: sets)
         }
         #expect(throws: LoweringError.self) {
-            try Lowering.rule(Rule([.l4proto(.udp), .update(map: affinity, key: key, timeoutSeconds: 1, data: [.daddr, .dport(.tcp)])]), family: .ip, sets: sets)
+            try Lowering.rule(Rule([.l4proto(.udp), .update(map: affinity, key: key, timeoutMilliseconds: 1000, data: [.field(.daddr), .field(.dport(.tcp))])]), family: .ip, sets: sets)
         }
         #expect(throws: LoweringError.self) {
             try Lowering.rule(Rule([.vmap([.l4proto, .ctOriginalProtoDst], map: Name("affnp")!)]), family: .ip, sets: sets)

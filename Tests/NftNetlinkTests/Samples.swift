@@ -14,6 +14,7 @@ enum Samples {
         let service = name("service-ns1/web/tcp/http")
         let affinity = name("affinity-ns1/web/tcp/http")
         let dispatch: [Selector] = [.daddr, .l4proto, .thDport]
+        let affinityKey: [Selector] = [.saddr, .daddr, .l4proto, .thDport]
         let sets = [
             NamedSet(name("cluster-ips"), key: [address], comment: Comment("Active ClusterIPs"),
                      elements: [Element([.address(b)]), Element([.address(a)])]),
@@ -31,6 +32,8 @@ enum Samples {
             NamedSet(name("affinity"), key: [address, address, .inetProto, .inetService], data: [address, .inetService],
                      flags: [.dynamic, .timeout], size: 1 << 20, comment: Comment("client . destination . port : backend"),
                      elements: [Element([.address(c), .address(a), .proto(.tcp), .port(80)], data: [.address(b), .port(8080)])]),
+            NamedSet(name("affinity-clients"), key: [address, address, .inetProto, .inetService], flags: [.dynamic, .timeout], size: 1 << 20,
+                     elements: [Element([.address(c), .address(a), .proto(.tcp), .port(80)])]),
             NamedSet(name("affinity-services"), key: [address, .inetProto, .inetService], isMap: true,
                      elements: [Element([.address(a), .proto(.tcp), .port(80)], verdict: .jump(affinity), comment: Comment("ns1/web:http"))]),
             NamedSet(name("affinity-nodeports"), key: [.inetProto, .inetService], isMap: true,
@@ -78,11 +81,20 @@ enum Samples {
             ]),
             Chain(affinity, rules: [
                 Rule([.l4proto(.tcp), .update(map: name("affinity"), key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
-                                              timeoutSeconds: 10800, data: [.daddr, .dport(.tcp)])]),
+                                              timeoutMilliseconds: 10800000, data: [.field(.daddr), .field(.dport(.tcp))])]),
             ]),
             Chain(name("affinity-sctp"), rules: [
                 Rule([.l4proto(.sctp), .update(map: name("affinity"), key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalProtoDst],
-                                               timeoutSeconds: 600, data: [.daddr, .dport(.sctp)])]),
+                                               timeoutMilliseconds: 600000, data: [.field(.daddr), .field(.dport(.sctp))])]),
+            ]),
+            Chain(name("affinity-arms"), rules: [
+                Rule([.lookup(affinityKey, set: name("affinity-clients")),
+                      .update(map: name("affinity-clients"), key: affinityKey, timeoutMilliseconds: 600000, data: []),
+                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600100, data: [.field(.daddr), .field(.thDport)]),
+                      .dnatMap(affinityKey, map: name("affinity"))]),
+                Rule([.numgenIncZero(modulus: 2), .update(map: name("affinity-clients"), key: affinityKey, timeoutMilliseconds: 600000, data: []),
+                      .update(map: name("affinity"), key: affinityKey, timeoutMilliseconds: 600100, data: [.value(.address(b)), .value(.port(8080))]),
+                      .dnatMap(affinityKey, map: name("affinity"))]),
             ]),
             Chain(name("reject-chain"), rules: [Rule([.reject])]),
             Chain(name("masquerading"), rules: [

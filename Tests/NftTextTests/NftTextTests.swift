@@ -11,7 +11,7 @@ private func ruleset(chains: [Chain], elements: [Element]) -> Ruleset {
     Ruleset(tables: [Table(
         family: .ip, name: Naming.table,
         sets: [NamedSet(Naming.serviceIPs, key: [.ipv4Address, .inetProto, .inetService], isMap: true, elements: elements)],
-        chains: [Chain(Naming.services, rules: [Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)])])] + chains
+        chains: [Chain(Name("services")!, rules: [Rule([.vmap([.daddr, .l4proto, .thDport], map: Naming.serviceIPs)])])] + chains
     )])
 }
 
