@@ -17,8 +17,9 @@ public struct Sharding: Sendable, Hashable {
     public static let maximum = 256
     /// Services per shard that the automatic choice aims at. Fewer, larger shards cost more per
     /// change (validation grows with the table); more, smaller ones cost every new connection a
-    /// pass through each shard's nat hooks. Measured at 10k services (BENCHMARKS.md): 64 shards
-    /// gave 1.1 ms per change but 46 % of the 1-service connection rate; 16 shards keep most of it.
+    /// pass through each shard's nat hook. Measured at 10k services (BENCHMARKS.md): 16 shards
+    /// give 1.8 ms per change and 77 % of the 1-service connection rate. (64 shards gave 1.1 ms
+    /// and 46 %, measured when each shard also had a postrouting hook for session affinity.)
     public static let servicesPerShard = 1024
 
     public init(count: Int) {
