@@ -48,6 +48,8 @@ public enum Outcome: Sendable, Hashable {
 /// One thing the tracer saw on the way.
 public struct Step: Sendable, Hashable {
     public var hook: String
+    /// The table holding `chain` (the node table or a shard), empty for steps outside any chain.
+    public var table: String
     public var chain: String
     /// The rule as nft prints it, when a rule decided the step.
     public var rule: String?
@@ -95,7 +97,7 @@ public struct Tracer {
         let family = Family(connection.destination.family)
         let tables = ruleset.tables.filter { $0.family == family }
         guard let table = tables.first else {
-            return Trace(connection: connection, steps: [Step(hook: "-", chain: "-", rule: nil, note: "no nftproxy table for this family")],
+            return Trace(connection: connection, steps: [Step(hook: "-", table: "", chain: "-", rule: nil, note: "no nftproxy table for this family")],
                          outcome: .untouched, masqueraded: false, masqueradeReason: "no rules", servicePort: nil)
         }
         walk.table = table
@@ -110,7 +112,7 @@ public struct Tracer {
             let local = context.nodeIPs.contains(destination) || destination.isLoopback
             if connection.origin != .node {
                 let next: Hook = local ? .input : .forward
-                walk.steps.append(Step(hook: "routing", chain: "-", rule: nil,
+                walk.steps.append(Step(hook: "routing", table: "", chain: "-", rule: nil,
                                        note: "\(destination) is \(local ? "a node address: input" : "not a node address: forward")"))
                 walk.run(hook: next)
             }
@@ -185,7 +187,7 @@ private struct Walk {
     /// Runs a chain; returns true when a terminal verdict (or a NAT) ended the hook.
     mutating func call(_ chain: Chain, hook: String, depth: Int) -> Bool {
         guard depth < 16 else {
-            steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: nil, note: "jump depth exceeded"))
+            steps.append(Step(hook: hook, table: table.name.rawValue, chain: chain.name.rawValue, rule: nil, note: "jump depth exceeded"))
             return true
         }
         var index = 0
@@ -204,7 +206,7 @@ private struct Walk {
 
     mutating func evaluate(_ rule: Rule, index: Int, in chain: Chain, hook: String, depth: Int) -> Flow {
         let text = NftText.rule(rule, family: family)
-        func record(_ note: String) { steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: text, note: note)) }
+        func record(_ note: String) { steps.append(Step(hook: hook, table: table.name.rawValue, chain: chain.name.rawValue, rule: text, note: note)) }
         /// The backend an `update` of this rule just wrote for the client (a session-affinity arm).
         var recorded: Outcome.Endpoint?
         for statement in rule.statements {
@@ -291,10 +293,10 @@ private struct Walk {
         next = chosen
         dnat = chosen
         if candidates.count > 1 {
-            steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: nil, note:
+            steps.append(Step(hook: hook, table: table.name.rawValue, chain: chain.name.rawValue, rule: nil, note:
                 "round-robin over \(candidates.count) backends (\(candidates.map(\.description).joined(separator: ", "))): the next connection gets \(chosen)"))
         } else {
-            steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: rule, note: "DNAT to \(chosen)"))
+            steps.append(Step(hook: hook, table: table.name.rawValue, chain: chain.name.rawValue, rule: rule, note: "DNAT to \(chosen)"))
         }
         return .ended
     }
@@ -306,7 +308,7 @@ private struct Walk {
     }
 
     mutating func apply(_ verdict: Verdict, hook: String, depth: Int, rule: String? = nil, chain: Chain? = nil) -> Flow {
-        if let rule, let chain { steps.append(Step(hook: hook, chain: chain.name.rawValue, rule: rule, note: "")) }
+        if let rule, let chain { steps.append(Step(hook: hook, table: table.name.rawValue, chain: chain.name.rawValue, rule: rule, note: "")) }
         switch verdict {
         case .accept:
             terminal = .accept
@@ -382,7 +384,7 @@ extension Trace {
         }
         var lines = ["new \(c.protocol) connection \(c.source) -> \(destination) from \(from)"]
         for step in steps {
-            lines.append("  \(step.hook.padding(11)) \(step.chain)")
+            lines.append("  \(step.hook.padding(11)) \(step.table.isEmpty ? "" : step.table + " ")\(step.chain)")
             if let rule = step.rule { lines.append("      rule: \(rule)") }
             if !step.note.isEmpty { lines.append("      \(step.note)") }
         }

@@ -15,7 +15,7 @@ struct Explain: ParsableCommand {
             the next connection gets, whether it is masqueraded and why, or the rule that drops or \
             rejects it. The origin is guessed from --src (a node IP: the node; inside the cluster CIDR: \
             a pod; otherwise outside) unless given.
-            Example: nftproxy explain --src 10.244.1.9 --dst 10.96.0.10:80/tcp --config examples/config.yaml examples/
+            Example: nftproxy explain --src 10.244.1.9 --dst 10.96.0.10:53/udp --config examples/config.yaml examples/cluster.yaml
             """
     )
 
@@ -114,7 +114,7 @@ extension Trace {
             "masqueraded": masqueraded,
             "masqueradeReason": masqueradeReason,
             "steps": steps.map { step -> [String: Any] in
-                var entry: [String: Any] = ["hook": step.hook, "chain": step.chain, "note": step.note]
+                var entry: [String: Any] = ["hook": step.hook, "table": step.table, "chain": step.chain, "note": step.note]
                 if let rule = step.rule { entry["rule"] = rule }
                 return entry
             },

@@ -128,6 +128,23 @@ enum MasqueradeTable {
         #expect(flows == 27)
     }
 
+    /// Each step names the table its chain is in: with shards, the service's DNAT happens in a
+    /// shard table and the masquerade in the node table.
+    @Test func stepsNameTheirTables() throws {
+        var config = MasqueradeTable.config(detector: true, masqueradeAll: false)
+        config.tableShards = 8
+        let compilation = RuleCompiler.compile(MasqueradeTable.state(), config: config)
+        let tracer = Tracer(ruleset: compilation.ruleset, context: TraceContext(nodeIPs: [MasqueradeTable.nodeIP]))
+        let trace = tracer.trace(MasqueradeTable.connection(.pod, .clusterIP, service: 2))
+        let service = try #require(trace.steps.first { $0.chain.hasPrefix("service-") })
+        let shard = try #require(compilation.ruleset.tables.first { $0.chain(Name(service.chain)!) != nil })
+        #expect(service.table == shard.name.rawValue)
+        #expect(service.table.hasPrefix("nftproxy-"))
+        #expect(trace.steps.first { $0.chain == "masquerading" }?.table == "nftproxy")
+        #expect(!trace.steps.contains { $0.chain == "-" && !$0.table.isEmpty })
+        #expect(trace.text.contains("  prerouting  \(shard.name.rawValue) \(service.chain)\n"))
+    }
+
     /// Golden explain text for the 27 flows of the base configuration: regenerate with
     /// `NFTPROXY_UPDATE_GOLDEN=1 swift test --filter MasqueradeTableTests` and review.
     @Test func explainTextIsStable() throws {
