@@ -262,7 +262,8 @@ public actor SyncController {
     ///
     /// The assembly is changed in place: no other reference to it may live meanwhile (not even
     /// the status snapshot's), or the first change would copy every fragment. If the batch
-    /// fails, the assembly is dropped and the next sync is a full one.
+    /// fails (or only a full diff can express it), the assembly is put back as the kernel still
+    /// has it, so the full sync that follows knows what was there (for conntrack and drift).
     private func partialSync(_ changes: ObjectStore.Changes, started: ContinuousClock.Instant, pendingSince: ContinuousClock.Instant?) {
         var refs = changes.services
         if !changes.podNamespaces.isEmpty { refs.formUnion(store.services(in: changes.podNamespaces)) }
@@ -270,6 +271,7 @@ public actor SyncController {
         var next = assembly!
         assembly = nil
         let previousPorts = refs.flatMap { next.fragments[$0]?.udpPorts ?? [] }
+        let before = Dictionary(uniqueKeysWithValues: refs.map { ($0, next.fragments[$0]) })
         var fragments: [ObjectRef: ServiceFragment?] = [:]
         for ref in refs {
             guard let service = store.service(ref), quarantine["\(ref.namespace)/\(ref.name)"] == nil else {
@@ -281,6 +283,8 @@ public actor SyncController {
         }
         guard let operations = next.replace(fragments) else {
             // A family's node table comes or goes: only a full diff knows how.
+            _ = next.replace(before)
+            assembly = next
             fullSync(started: started, pendingSince: pendingSince)
             return
         }
@@ -291,6 +295,8 @@ public actor SyncController {
                 lastGeneration = try? backend.generation()
             }
         } catch {
+            _ = next.replace(before)
+            assembly = next
             failed(error, transaction: transaction, full: false)
             return
         }

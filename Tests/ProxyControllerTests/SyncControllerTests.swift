@@ -1,3 +1,4 @@
+import Foundation
 import NftIR
 @testable import ProxyController
 import RuleCompiler
@@ -175,6 +176,30 @@ private func serviceChains(_ backend: InMemoryBackend) -> [String] {
         await controller.stop()
     }
 
+    /// A failed partial sync leaves the kernel as it was, and so the agent's idea of it: the full
+    /// sync that retries still knows the UDP port of a service deleted meanwhile, and flushes it.
+    @Test func aFailedPartialSyncKeepsWhatTheKernelHas() async throws {
+        let backend = InMemoryBackend()
+        let cleaner = RecordingConntrack()
+        let controller = SyncController(backend: backend, conntrack: cleaner, config: config, timing: fast)
+        let loop = Task { await controller.run() }
+        defer { loop.cancel() }
+        var state = objects([("a", "10.96.0.1", ["10.244.1.1"]), ("b", "10.96.0.2", ["10.244.1.2"])])
+        for index in state.services.indices { state.services[index].ports[0].protocol = .udp }
+        for index in state.endpointSlices.indices { state.endpointSlices[index].ports[0].protocol = .udp }
+        await controller.update { [state] in $0.replace(ObjectStore.Kind.allCases, with: state) }
+        await controller.markReady()
+        #expect(await eventually { serviceChains(backend) == ["service-ns/a/udp/http", "service-ns/b/udp/http"] })
+        cleaner.reset()
+        backend.refuse { BackendError(errno: 105, operation: $0, message: "ENOBUFS by test") }
+        await controller.update { $0.remove(ObjectRef(kind: "Service", namespace: "ns", name: "a")) }
+        #expect(await eventually { controller.status.current.lastFailure != nil })
+        backend.refuse(nil)
+        #expect(await eventually { serviceChains(backend) == ["service-ns/b/udp/http"] })
+        #expect(await eventually { cleaner.flushed.contains { $0.destinations == [IPAddress("10.96.0.1")!] && $0.keepReplySources.isEmpty } })
+        await controller.stop()
+    }
+
     /// When the periodic full resync finds the tampering before the drift check does, the
     /// repair is still counted and logged as one.
     @Test func aRepairByTheFullResyncCountsAsDrift() async throws {
@@ -191,5 +216,19 @@ private func serviceChains(_ backend: InMemoryBackend) -> [String] {
         #expect(await eventually { serviceChains(backend) == ["service-ns/a/tcp/http"] })
         #expect(metrics.value(.driftRepairs) == 1)
         await controller.stop()
+    }
+}
+
+/// Records what the controller asks conntrack to flush.
+private final class RecordingConntrack: ConntrackCleaner, @unchecked Sendable {
+    private let lock = NSLock()
+    private var requests: [ConntrackFlush] = []
+
+    var flushed: [ConntrackFlush] { lock.withLock { requests } }
+    func reset() { lock.withLock { requests = [] } }
+
+    func flush(_ requests: [ConntrackFlush]) throws(BackendError) -> Int {
+        lock.withLock { self.requests += requests }
+        return 0
     }
 }
