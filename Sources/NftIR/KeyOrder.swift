@@ -1,19 +1,12 @@
 import ServiceModel
 
 extension Array where Element == NftIR.Element {
-    /// The elements in key order (`KeyValue` by `KeyValue`, a shorter key first when one is a
+    /// Sorts the elements in key order (`KeyValue` by `KeyValue`, a shorter key first when one is a
     /// prefix of the other), as a set lists them. Keys are unique in a set, so the order is total.
     ///
     /// A large ruleset sorts hundreds of thousands of elements: each key is encoded once into
     /// words that compare as the key does, and the indices are sorted over those words, so no
-    /// comparison touches an array or its reference count.
-    public func sortedByKey() -> [NftIR.Element] {
-        var copy = self
-        copy.sortByKey()
-        return copy
-    }
-
-    /// Sorts the elements in key order (see `sortedByKey`), in place.
+    /// comparison touches an array or its reference count. In place.
     public mutating func sortByKey() {
         guard count > 1 else { return }
         let width = self[0].key.count * KeyWords.perValue

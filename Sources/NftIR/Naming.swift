@@ -27,8 +27,6 @@ public struct Name: Sendable, Hashable, Comparable, CustomStringConvertible {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
     }
 
-    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
-
     /// A letter, digit, `/`, `-`, `_` or `.`.
     private static func mayFollow(_ byte: UInt8) -> Bool {
         switch byte {
@@ -105,7 +103,7 @@ public enum Naming {
     public static let noEndpointNodePorts = Name("no-endpoint-nodeports")!
     public static let hairpin = Name("hairpin-endpoints")!
     /// Session affinity: client . destination . protocol . port → the backend it got; entries
-    /// outlive their `affinity-clients` twin by a second.
+    /// outlive their `affinity-clients` twin by 100 ms.
     public static let affinity = Name("affinity")!
     /// Session affinity: the client . destination . protocol . port keys within their timeout.
     public static let affinityClients = Name("affinity-clients")!

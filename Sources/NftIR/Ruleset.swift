@@ -125,6 +125,9 @@ public enum Selector: Sendable, Hashable {
 public enum Operand: Sendable, Hashable {
     case field(Selector)
     case value(KeyValue)
+
+    /// The packet field, when the operand is one.
+    public var selector: Selector? { if case .field(let selector) = self { selector } else { nil } }
 }
 
 /// `fib` result looked up for a packet address.

@@ -293,28 +293,18 @@ enum Writer {
     }
 
     private static func putElement(_ element: Element, ranges: Bool, withData: Bool, into message: inout MessageWriter) throws(LoweringError) {
-        func putData(_ type: UInt16, _ bytes: [UInt8]) {
-            let nest = message.beginNested(type)
-            message.put(A.dataValue, bytes: bytes)
-            message.endNested(nest)
-        }
         if ranges {
             let (low, high) = try ElementKey.range(element.key)
-            putData(A.elementKey, low)
-            putData(A.elementKeyEnd, high)
+            message.putData(A.elementKey, value: low)
+            message.putData(A.elementKeyEnd, value: high)
         } else {
-            putData(A.elementKey, try ElementKey.encode(element.key))
+            message.putData(A.elementKey, value: try ElementKey.encode(element.key))
         }
         guard withData else { return }
         if let verdict = element.verdict, case .immediateVerdict(let code, let chain) = Lowering.verdictExpression(verdict) {
-            let data = message.beginNested(A.elementData)
-            let nest = message.beginNested(A.dataVerdict)
-            message.put(A.verdictCode, u32: UInt32(bitPattern: code))
-            if let chain { message.put(A.verdictChain, string: chain) }
-            message.endNested(nest)
-            message.endNested(data)
+            message.putVerdict(A.elementData, code: code, chain: chain)
         }
-        if !element.data.isEmpty { putData(A.elementData, try ElementKey.encode(element.data)) }
+        if !element.data.isEmpty { message.putData(A.elementData, value: try ElementKey.encode(element.data)) }
         if let data = Userdata.comment(element.comment, type: K.udataSetElemComment) { message.put(A.elementUserdata, bytes: data.bytes) }
     }
 }

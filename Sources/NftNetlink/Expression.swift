@@ -236,21 +236,22 @@ enum Lowering {
                 throw LoweringError(message: "\(cidr) is not an address of the \(family.rawValue) family")
             }
             let op = negated ? K.cmpNeq : K.cmpEq
-            let length = cidr.address.bytes.count
+            let address = cidr.address.bytes  // built on each read
+            let length = address.count
             let prefix = cidr.prefixLength
             if prefix == length * 8 {
                 return [.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1),
-                        .cmp(sreg: reg1, op: op, data: cidr.address.bytes)]
+                        .cmp(sreg: reg1, op: op, data: address)]
             }
             if prefix > 0 && prefix % 8 == 0 {
                 // nft trims a byte-aligned prefix to a shorter load.
                 let bytes = prefix / 8
                 return [.payload(base: K.networkHeader, offset: offset, length: UInt32(bytes), dreg: reg1),
-                        .cmp(sreg: reg1, op: op, data: Array(cidr.address.bytes.prefix(bytes)))]
+                        .cmp(sreg: reg1, op: op, data: Array(address.prefix(bytes)))]
             }
             return [.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1),
                     .bitwise(sreg: reg1, dreg: reg1, mask: cidr.maskBytes, xor: [UInt8](repeating: 0, count: length)),
-                    .cmp(sreg: reg1, op: op, data: cidr.address.bytes)]
+                    .cmp(sreg: reg1, op: op, data: address)]
         case .l4proto(let proto):
             return [.meta(key: K.metaL4proto, dreg: reg1), .cmp(sreg: reg1, op: K.cmpEq, data: [proto.number])]
         case .ctStateNew:
@@ -304,12 +305,12 @@ enum Lowering {
                     slot += used
                 case .value(let value):
                     // nft writes a constant into its slot with an immediate, in network byte order.
-                    let bytes: [UInt8]
                     switch value {
-                    case .address(let ip) where ip.family == family.ipFamily: bytes = ip.bytes
-                    case .port(let port): bytes = [UInt8(port >> 8), UInt8(port & 0xff)]
+                    case .address(let ip) where ip.family == family.ipFamily: break
+                    case .port: break
                     default: throw LoweringError(message: "update @\(map): \(value) is not an address of the \(family.rawValue) family or a port")
                     }
+                    let bytes = ElementKey.bytes(value).low
                     dataLoads.append(.immediateData(dreg: Register.number(slot: slot), data: bytes))
                     slot += Register.slots(bytes.count)
                 }
@@ -400,7 +401,7 @@ enum Lowering {
     static func selectors(of statement: Statement) -> [Selector] {
         switch statement {
         case .lookup(let selectors, _), .notInSet(let selectors, _), .vmap(let selectors, _), .dnatMap(let selectors, _): selectors
-        case .update(_, let key, _, let data): key + data.compactMap { if case .field(let selector) = $0 { selector } else { nil } }
+        case .update(_, let key, _, let data): key + data.compactMap(\.selector)
         default: []
         }
     }

@@ -110,13 +110,30 @@ struct MessageWriter {
         return start
     }
 
-    /// Closes the nested attribute opened at `start`; false when it outgrew the 16-bit length.
-    @discardableResult
-    mutating func endNested(_ start: Int) -> Bool {
+    /// Closes the nested attribute opened at `start`. One that outgrew the 16-bit length marks
+    /// the message overflowed, as an attribute that does not fit does.
+    mutating func endNested(_ start: Int) {
         let nestedLength = length - start
-        guard !overflowed, nestedLength <= 0xffff else { return false }
+        guard !overflowed else { return }
+        guard nestedLength <= 0xffff else { overflowed = true; return }
         (base + start).storeBytes(of: UInt16(nestedLength), as: UInt16.self)
-        return true
+    }
+
+    /// A data nest (`type` → NFTA_DATA_VALUE → the bytes), as keys, element data and immediates hold.
+    mutating func putData(_ type: UInt16, value: [UInt8]) {
+        let nest = beginNested(type)
+        put(A.dataValue, bytes: value)
+        endNested(nest)
+    }
+
+    /// A verdict nest (`type` → NFTA_DATA_VERDICT → code and, for jump and goto, the chain).
+    mutating func putVerdict(_ type: UInt16, code: Int32, chain: String?) {
+        let outer = beginNested(type)
+        let verdict = beginNested(A.dataVerdict)
+        put(A.verdictCode, u32: UInt32(bitPattern: code))
+        if let chain { put(A.verdictChain, string: chain) }
+        endNested(verdict)
+        endNested(outer)
     }
 
     /// The bytes a nested attribute opened at `start` would have now.

@@ -126,9 +126,10 @@ public struct NetlinkBackend: RulesetBackend {
         throw BackendError(errno: first.errno, operation: operation, message: message)
     }
 
-    /// Reads the named tables; absent ones are left out. Per family, tables, sets and chains come
-    /// in one dump each, whatever the number of tables asked for, and those of other tables are
-    /// dropped on receipt; then each set's elements and each chain's rules (see `TableReader`).
+    /// Reads the named tables; absent ones are left out. Per family, tables and chains come in one
+    /// dump each, whatever the number of tables asked for, and those of other tables are dropped
+    /// on receipt; sets come table by table; then each set's elements and each chain's rules
+    /// (see `TableReader`).
     /// Elements are returned in key order, everything else in kernel order.
     public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
         try sockets.withSocket { socket throws(BackendError) in

@@ -114,12 +114,11 @@ enum Raising {
                 continue  // part of an interval set's key; the lowering puts it back
             case .immediateData(let dreg, let bytes):
                 // A constant in an update's data (`: 10.180.0.1 . 80`).
-                if bytes.count == 2 { constant = .port(UInt16(bytes[0]) << 8 | UInt16(bytes[1])) }
-                else if bytes.count == family.ipFamily.addressLength, let ip = IPAddress(bytes: bytes) { constant = .address(ip) }
-                else { return nil }
+                guard let value = ElementKey.decode(bytes, types: [bytes.count == 2 ? .inetService : .address(family)])?.first else { return nil }
+                constant = value
                 slot = dreg
             case .lookup(_, let dreg, let set, let flags):
-                let selectors = loads.compactMap { if case .field(let selector) = $0.operand { selector } else { nil } }
+                let selectors = loads.compactMap(\.operand.selector)
                 guard let name = Name(set), !loads.isEmpty, selectors.count == loads.count else { return nil }
                 switch (dreg, flags) {
                 case (nil, 0): return .lookup(selectors, set: name)
@@ -133,8 +132,9 @@ enum Raising {
             case .dynset(K.dynsetUpdate, _, let sregData, let set, let timeout):
                 guard let name = Name(set), !loads.isEmpty, let milliseconds = UInt32(exactly: timeout) else { return nil }
                 let dataSlot = sregData.flatMap(Register.slot) ?? Int.max
-                let key = loads.filter { $0.slot < dataSlot }.compactMap { if case .field(let selector) = $0.operand { selector } else { nil } }
-                guard key.count == loads.filter({ $0.slot < dataSlot }).count else { return nil }
+                let keyLoads = loads.filter { $0.slot < dataSlot }
+                let key = keyLoads.compactMap(\.operand.selector)
+                guard key.count == keyLoads.count else { return nil }
                 let data = loads.filter { $0.slot >= dataSlot }.map(\.operand)
                 return .update(map: name, key: key, timeoutMilliseconds: milliseconds, data: data)
             default:

@@ -81,9 +81,9 @@ struct ListedTable {
 }
 
 /// Reads tables back into the IR with as few dumps as the kernel allows: per family one dump
-/// each of tables, sets and chains (none of them can be filtered by a list of tables, so
-/// objects of other tables are dropped on receipt, by their table name), then one dump per set
-/// for its elements and one per chain for its rules.
+/// each of tables and chains (neither can be filtered by table, so objects of other tables are
+/// dropped on receipt, by their table name), one dump of sets per table (the kernel filters
+/// those), then one dump per set for its elements and one per chain for its rules.
 ///
 /// Rules are dumped chain by chain: a whole-table rule dump would cost O(rules²) in the kernel,
 /// which re-walks the table from its first rule for every 32 KiB datagram of answer, while a

@@ -140,9 +140,13 @@ enum ElementKey {
     /// A field's first and last value.
     static func bytes(_ value: KeyValue) -> (low: [UInt8], high: [UInt8]) {
         switch value {
-        case .address(let ip): return (ip.bytes, ip.bytes)
+        case .address(let ip):
+            let bytes = ip.bytes  // built on each read
+            return (bytes, bytes)
         case .proto(let proto): return ([proto.number], [proto.number])
-        case .port(let port): return ([UInt8(port >> 8), UInt8(port & 0xff)], [UInt8(port >> 8), UInt8(port & 0xff)])
+        case .port(let port):
+            let bytes = [UInt8(port >> 8), UInt8(port & 0xff)]
+            return (bytes, bytes)
         case .prefix(let cidr):
             let low = cidr.address.bytes
             return (low, zip(low, cidr.maskBytes).map { $0 | ~$1 })

@@ -16,10 +16,9 @@ public struct RulesetAssembly: Sendable {
     /// Who claims what, for `replace`: built on first use, so a one-shot compile never pays for it.
     private var index: ClaimIndex?
 
-    struct SetSlot: Hashable, Comparable {
+    struct SetSlot: Hashable {
         var table: TableRef
         var set: Name
-        static func < (lhs: SetSlot, rhs: SetSlot) -> Bool { (lhs.table, lhs.set) < (rhs.table, rhs.set) }
     }
 
     /// Where claims on a key compete: the family and the set name, whatever the table.

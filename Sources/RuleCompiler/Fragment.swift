@@ -183,7 +183,7 @@ struct FragmentBuilder {
     }
 
     /// Claims a map key for a service port. If another service port holds it too, the first in
-    /// service order keeps it and the assembly reports the other (`RulesetAssembly.insert`).
+    /// service order keeps it and the assembly reports the other (`RulesetAssembly.compilation`).
     private mutating func claim(_ table: TableRef, _ map: Name, _ element: Element) {
         elements.append(ServiceFragment.PlacedElement(table: table, set: map, element: element, exclusive: true))
     }

@@ -132,24 +132,16 @@ private struct EndpointSources {
     private func deduplicated(_ backends: [Backend]) -> [Backend] {
         var kept: [Backend] = []
         kept.reserveCapacity(backends.count)
-        // A port has a handful of endpoints as a rule: compared in place, not hashed.
-        if backends.count <= 32 {
-            for backend in backends {
-                if let index = kept.firstIndex(where: { $0.address == backend.address && $0.port == backend.port }) {
-                    if kept[index].conditions.terminating && !backend.conditions.terminating { kept[index] = backend }
-                } else {
-                    kept.append(backend)
-                }
-            }
-            return kept.sorted()
-        }
+        // A port has a handful of endpoints as a rule: those are compared in place, not hashed.
+        let hashed = backends.count > 32
         var indexByTarget: [BackendTarget: Int] = [:]
         for backend in backends {
             let target = BackendTarget(address: backend.address, port: backend.port)
-            if let index = indexByTarget[target] {
+            let found = hashed ? indexByTarget[target] : kept.firstIndex { $0.address == backend.address && $0.port == backend.port }
+            if let index = found {
                 if kept[index].conditions.terminating && !backend.conditions.terminating { kept[index] = backend }
             } else {
-                indexByTarget[target] = kept.count
+                if hashed { indexByTarget[target] = kept.count }
                 kept.append(backend)
             }
         }

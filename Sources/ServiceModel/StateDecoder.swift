@@ -24,10 +24,9 @@ public enum StateDecoder {
     static func decode(_ documents: [Result<YAMLValue, JSONSyntaxError>], source: String) -> ClusterState {
         var builder = StateBuilder()
         for (index, document) in documents.enumerated() {
-            let location = "\(source), document \(index + 1)"
             switch document {
-            case .success(let root): builder.add(Field(root), source: location)
-            case .failure(let error): builder.report(nil, location, nil, "not valid JSON: \(error)")
+            case .success(let root): builder.add(Field(root), source: "\(source), document \(index + 1)")
+            case .failure(let error): builder.report(nil, "\(source), document \(index + 1)", nil, "not valid JSON: \(error)")
             }
         }
         return builder.state

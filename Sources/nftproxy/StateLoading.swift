@@ -138,10 +138,10 @@ func compileState(_ paths: [String], options: NodeOptions, releasingState: Bool 
     return compilation
 }
 
-/// One-shot commands (render, apply, diff, explain) end the process as soon as their work is
-/// done: freeing a decoded state and its ruleset value by value (millions of them at 100k
-/// services) would only delay the exit, so they are kept until then and the memory goes back
-/// with the process.
+/// One-shot commands keep what they decoded and compiled until the process exits, and render
+/// and apply end it as soon as their work is done: freeing a decoded state and its ruleset
+/// value by value (millions of them at 100k services) would only delay the exit, so the memory
+/// goes back with the process.
 enum ProcessEnd {
     nonisolated(unsafe) private static var kept: [Any] = []
 
