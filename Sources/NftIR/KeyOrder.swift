@@ -51,6 +51,20 @@ extension Array where Element == NftIR.Element {
     }
 }
 
+extension Array where Element == KeyValue {
+    /// Feeds the key to `hasher` as the words `sortByKey` compares, in one call. A merge hashes
+    /// a key per element of the ruleset, and hashing a key value by value cost more than the rest
+    /// of the merge. Equal keys give equal words.
+    public func hashWords(into hasher: inout Hasher) {
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: count * KeyWords.perValue) { words in
+            for (index, value) in enumerated() {
+                KeyWords.encode(value, into: words.baseAddress! + index * KeyWords.perValue)
+            }
+            hasher.combine(bytes: UnsafeRawBufferPointer(words))
+        }
+    }
+}
+
 /// A `KeyValue` as four words that compare (lexicographically) as `KeyValue.<` does: the case
 /// first (address, proto, port, prefix), then the address family, the value, the prefix length.
 private enum KeyWords {

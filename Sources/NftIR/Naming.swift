@@ -12,16 +12,20 @@ public struct Name: Sendable, Hashable, Comparable, CustomStringConvertible {
     public static let maxLength = 255
 
     public init?(_ text: String) {
-        guard let first = text.utf8.first, text.utf8.count <= Name.maxLength,
-              Name.isLetter(first) || first == UInt8(ascii: "_"),
-              text.utf8.allSatisfy(Name.mayFollow)
-        else { return nil }
+        // Over the contiguous bytes when there are some: every chain of every service port is named.
+        let valid = text.utf8.withContiguousStorageIfAvailable(Name.isValid) ?? Name.isValid(Array(text.utf8))
+        guard valid else { return nil }
         rawValue = text
     }
 
     public var description: String { rawValue }
 
     public static func < (lhs: Name, rhs: Name) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    private static func isValid(_ bytes: some Collection<UInt8>) -> Bool {
+        guard let first = bytes.first, bytes.count <= Name.maxLength else { return false }
+        return (Name.isLetter(first) || first == UInt8(ascii: "_")) && bytes.allSatisfy(Name.mayFollow)
+    }
 
     private static func isLetter(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
@@ -67,6 +71,13 @@ public enum Naming {
 
     /// Shard table `index` of a family: the chains of the services hashed to it, and their dispatch maps.
     public static func shardTable(_ index: Int) -> Name {
+        index >= 0 && index < shardTables.count ? shardTables[index] : makeShardTable(index)
+    }
+
+    /// Every service asks for its shard's name: the first 256 are made once.
+    private static let shardTables = (0..<256).map(makeShardTable)
+
+    private static func makeShardTable(_ index: Int) -> Name {
         Name(index < 10 ? "nftproxy-0\(index)" : "nftproxy-\(index)")!
     }
 
@@ -118,19 +129,15 @@ public enum Naming {
         "\(port.namespace)/\(port.name)/\(port.protocol)/\(port.port.isEmpty ? String(number) : port.port)"
     }
 
-    /// The chain that load-balances a service port over its cluster-wide endpoints.
-    public static func serviceChain(_ port: ServicePortName, number: UInt16) -> Name? {
-        Name("service-" + base(port, number: number))
-    }
-
-    /// The chain external destinations (NodePort, LoadBalancer, externalIPs) of a port go through.
-    public static func externalChain(_ port: ServicePortName, number: UInt16) -> Name? {
-        Name("external-" + base(port, number: number))
-    }
-
-    /// The chain that load-balances a service port over this node's endpoints only.
-    public static func localChain(_ port: ServicePortName, number: UInt16) -> Name? {
-        Name("local-" + base(port, number: number))
+    /// A service port's chains, named from one base: `service-…` load-balances over its
+    /// cluster-wide endpoints, `local-…` over this node's only, and external destinations
+    /// (NodePort, LoadBalancer, externalIPs) go through `external-…`. Nil when a name is invalid.
+    public static func portChains(_ port: ServicePortName, number: UInt16) -> (service: Name, local: Name, external: Name)? {
+        let base = base(port, number: number)
+        guard let service = Name("service-" + base), let local = Name("local-" + base), let external = Name("external-" + base) else {
+            return nil
+        }
+        return (service, local, external)
     }
 
     /// The Service (`ns/name`) a service-port chain belongs to (`service-ns/name/proto/port`

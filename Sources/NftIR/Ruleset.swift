@@ -276,7 +276,12 @@ public struct Element: Sendable, Hashable {
     public init(_ key: [KeyValue], verdict: Verdict? = nil, data: [KeyValue] = [], comment: Comment? = nil) {
         // A one-address range is that address: nft and the kernel store and list both alike,
         // so a read-back cannot tell them apart.
-        self.key = key.map { if case .prefix(let cidr) = $0, cidr.isHost { .address(cidr.address) } else { $0 } }
+        // Rewritten only when there is such a range: most keys have none, and share the array given.
+        var key = key
+        for index in key.indices {
+            if case .prefix(let cidr) = key[index], cidr.isHost { key[index] = .address(cidr.address) }
+        }
+        self.key = key
         self.verdict = verdict
         self.data = data
         self.comment = comment

@@ -38,12 +38,6 @@ public struct RulesetAssembly: Sendable {
         var name: Name
     }
 
-    /// A key in a claim space numbered by `merged`.
-    private struct SpaceKey: Hashable {
-        var space: Int
-        var key: [KeyValue]
-    }
-
     fileprivate struct ElementKey: Hashable {
         var space: ClaimSpace
         var key: [KeyValue]
@@ -202,11 +196,11 @@ public struct RulesetAssembly: Sendable {
         // Claim spaces and set slots by number. A fragment's elements go to a handful of them,
         // looked up in `recent` before hashing two names per element.
         var spaces: [ClaimSpace: Int] = [:]
-        // Every claimed key, in one table sized once: (space, key) → where its element is held.
-        var holders: [SpaceKey: (slot: Int, position: Int)] = [:]
-        holders.reserveCapacity(fragments.values.reduce(0) { $0 + $1.elements.count })
         var slots: [SetSlot: Int] = [:]
         var held: [[Element]] = []
+        // Every claimed key, in one table sized once: (space, key) → where its element is held.
+        var holders = ClaimTable(capacity: fragments.values.reduce(0) { $0 + $1.elements.count })
+        var spaceOfSlot: [Int] = []
         var recent: [(table: TableRef, set: Name, space: Int, slot: Int)] = []
         var lastTable: TableRef?, lastChainTable: TableRef?
         var conflicts: [Problem] = []
@@ -221,35 +215,43 @@ public struct RulesetAssembly: Sendable {
                     shards.insert(placed.table)
                 }
             }
-            for placed in fragment.elements {
-                if placed.table != lastTable {
-                    lastTable = placed.table
-                    families.insert(placed.table.family)
-                    if placed.table.name != Naming.table { shards.insert(placed.table) }
+            // By index: a copy of each placed element (a few reference counts) cost more than its claim.
+            for index in fragment.elements.indices {
+                let table = fragment.elements[index].table, set = fragment.elements[index].set
+                if table != lastTable {
+                    lastTable = table
+                    families.insert(table.family)
+                    if table.name != Naming.table { shards.insert(table) }
                 }
                 let numbers: (space: Int, slot: Int)
-                if let known = recent.first(where: { $0.set == placed.set && $0.table == placed.table }) {
+                if let known = recent.first(where: { $0.set == set && $0.table == table }) {
                     numbers = (known.space, known.slot)
                 } else {
-                    let space = ClaimSpace(family: placed.table.family, set: placed.set)
-                    let slot = SetSlot(table: placed.table, set: placed.set)
+                    let space = ClaimSpace(family: table.family, set: set)
                     numbers = (spaces[space] ?? { spaces[space] = spaces.count; return spaces.count - 1 }(),
-                               slots[slot] ?? { slots[slot] = held.count; held.append([]); return held.count - 1 }())
-                    recent.append((placed.table, placed.set, numbers.space, numbers.slot))
+                               slots[SetSlot(table: table, set: set)] ?? {
+                                   slots[SetSlot(table: table, set: set)] = held.count
+                                   held.append([])
+                                   spaceOfSlot.append(spaces[space]!)
+                                   return held.count - 1
+                               }())
+                    recent.append((table, set, numbers.space, numbers.slot))
                 }
-                let claim = SpaceKey(space: numbers.space, key: placed.element.key)
-                if let holder = holders[claim] {
-                    let holding = held[holder.slot][holder.position]
-                    if placed.exclusive && holding.comment != placed.element.comment {
-                        let key = placed.element.key.map(\.description).joined(separator: " ")
-                        let owner = placed.element.comment?.text ?? ref.description
-                        conflicts.append(Problem(object: ref, message: "\(key) is already used by \(holding.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
-                    }
+                let hash = ClaimTable.hash(fragment.elements[index].element.key, space: numbers.space)
+                let holder = holders.first(hash) { slot, position in
+                    spaceOfSlot[slot] == numbers.space && held[slot][position].key == fragment.elements[index].element.key
+                }
+                guard let holder else {
+                    holders.insert(hash, slot: numbers.slot, position: held[numbers.slot].count)
+                    held[numbers.slot].append(fragment.elements[index].element)
                     continue
                 }
-                let slot = numbers.slot
-                holders[claim] = (slot, held[slot].count)
-                held[slot].append(placed.element)
+                let placed = fragment.elements[index], holding = held[holder.slot][holder.position]
+                if placed.exclusive && holding.comment != placed.element.comment {
+                    let key = placed.element.key.map(\.description).joined(separator: " ")
+                    let owner = placed.element.comment?.text ?? ref.description
+                    conflicts.append(Problem(object: ref, message: "\(key) is already used by \(holding.comment?.text ?? "another service"); this service port (\(owner)) does not get it", skipped: false))
+                }
             }
         }
         var tables: [Table] = []
@@ -393,6 +395,59 @@ public struct RulesetAssembly: Sendable {
         return Table(family: ref.family, name: ref.name,
                      comment: Comment("service rules for nftproxy (one shard): do not edit, nftproxy rewrites this table"),
                      sets: sets, chains: chains)
+    }
+}
+
+/// The keys claimed in one merge, by hash: where each one's element is held (its set slot and
+/// position). Open addressing that keeps each key's hash, so a probe compares keys only when the
+/// hashes match; a `Dictionary` compares the `[KeyValue]` arrays at every bucket it passes, and
+/// that was most of the merge.
+private struct ClaimTable {
+    private struct Bucket {
+        /// 0 for an empty bucket (a real hash of 0 is stored as 1).
+        var hash: Int
+        var slot: Int32
+        var position: Int32
+    }
+
+    private var buckets: [Bucket]
+    private let mask: Int
+
+    /// Room for `capacity` keys, at most half full.
+    init(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size *= 2 }
+        buckets = Array(repeating: Bucket(hash: 0, slot: 0, position: 0), count: size)
+        mask = size - 1
+    }
+
+    /// The key's hash (seeded per process, as `Hasher` is), never 0.
+    static func hash(_ key: [KeyValue], space: Int) -> Int {
+        var hasher = Hasher()
+        hasher.combine(space)
+        key.hashWords(into: &hasher)
+        let hash = hasher.finalize()
+        return hash == 0 ? 1 : hash
+    }
+
+    /// The first entry with this hash for which `matches` holds.
+    func first(_ hash: Int, where matches: (_ slot: Int, _ position: Int) -> Bool) -> (slot: Int, position: Int)? {
+        var index = hash & mask
+        while buckets[index].hash != 0 {
+            let bucket = buckets[index]
+            if bucket.hash == hash && matches(Int(bucket.slot), Int(bucket.position)) {
+                return (Int(bucket.slot), Int(bucket.position))
+            }
+            index = (index + 1) & mask
+        }
+        return nil
+    }
+
+    /// Adds an entry; the caller has checked that its key is not there.
+    mutating func insert(_ hash: Int, slot: Int, position: Int) {
+        var index = hash & mask
+        while buckets[index].hash != 0 { index = (index + 1) & mask }
+        buckets[index] = Bucket(hash: hash, slot: Int32(slot), position: Int32(position))
     }
 }
 

@@ -85,13 +85,11 @@ struct FragmentBuilder {
             .map(\.ip)
         for port in service.ports {
             let portName = ServicePortName(namespace: service.namespace, name: service.name, port: port.name, protocol: port.protocol)
-            guard let serviceChain = Naming.serviceChain(portName, number: port.port),
-                  let localChain = Naming.localChain(portName, number: port.port),
-                  let externalChain = Naming.externalChain(portName, number: port.port) else {
+            guard let (serviceChain, localChain, externalChain) = Naming.portChains(portName, number: port.port) else {
                 problems.append(Problem(object: service.ref, field: "spec.ports", message: "port \(portName) makes an invalid chain name, skipped"))
                 continue
             }
-            let all = (backends[portName] ?? []).filter { $0.address.family == ipFamily }.sorted()
+            let all = FragmentBuilder.sorted(backends[portName] ?? [], family: ipFamily)
             let lists = EndpointLists(all, nodeName: facts.nodeName, zone: facts.zone)
             let externallyReachable = port.nodePort != 0 || !externalIPs.isEmpty || !loadBalancerIPs.isEmpty
             let usesCluster = service.internalTrafficPolicy == .cluster || externallyReachable
@@ -161,25 +159,47 @@ struct FragmentBuilder {
 
             if lists.hasAny && usesCluster {
                 let masquerade = service.internalTrafficPolicy == .cluster ? internalMasquerade(clusterIP) : nil
-                addChain(Chain(serviceChain, rules: (masquerade.map { [$0] } ?? []) + balance(lists.cluster, port.protocol, affinity: affinity)))
+                addChain(Chain(serviceChain, rules: balance(lists.cluster, port.protocol, affinity: affinity, after: masquerade)))
             }
             if !lists.local.isEmpty && usesLocal {
                 let masquerade = service.internalTrafficPolicy == .local ? internalMasquerade(clusterIP) : nil
-                addChain(Chain(localChain, rules: (masquerade.map { [$0] } ?? []) + balance(lists.local, port.protocol, affinity: affinity)))
+                addChain(Chain(localChain, rules: balance(lists.local, port.protocol, affinity: affinity, after: masquerade)))
             }
             if lists.hasAny && externallyReachable {
                 addChain(Chain(externalChain, rules: externalRules(service, serviceChain: serviceChain, localChain: lists.local.isEmpty ? nil : localChain)))
             }
-            // Only an endpoint on this node (or of unknown node) can send through this node to itself.
-            for backend in lists.cluster + lists.local where backend.nodeName == nil || backend.nodeName == facts.nodeName {
-                place(main, Naming.hairpin, Element([.address(backend.address), .address(backend.address)]))
-            }
+            placeHairpins(lists)
         }
-        fragment.chains += chains
-        fragment.elements += elements
+        // Shared, not copied, into a fragment that has none yet (the first family).
+        if fragment.chains.isEmpty { fragment.chains = chains } else { fragment.chains += chains }
+        if fragment.elements.isEmpty { fragment.elements = elements } else { fragment.elements += elements }
         fragment.problems += problems
         if !affinityDestinations.isEmpty { fragment.affinityDestinations[family] = affinityDestinations }
         if !affinityNodePorts.isEmpty { fragment.affinityNodePorts[family] = affinityNodePorts }
+    }
+
+    /// The backends of one family in order, sharing the given list when it is already that.
+    static func sorted(_ backends: [Backend], family: IPFamily) -> [Backend] {
+        let ofFamily = backends.indices.allSatisfy { backends[$0].address.family == family } ? backends : backends.filter { $0.address.family == family }
+        return ofFamily.isSorted() ? ofFamily : ofFamily.sorted()
+    }
+
+    /// Hairpin elements for the endpoints of both lists that are on this node (or of unknown
+    /// node): only those can send through this node to themselves. Each address once: most local
+    /// endpoints are in both lists, and both are in address order.
+    private mutating func placeHairpins(_ lists: EndpointLists) {
+        let (cluster, local) = (lists.cluster, lists.local)
+        var (inCluster, inLocal) = (0, 0)
+        var last: IPAddress?
+        while inCluster < cluster.count || inLocal < local.count {
+            let fromCluster = inLocal == local.count || (inCluster < cluster.count && cluster[inCluster].address <= local[inLocal].address)
+            let (address, nodeName) = fromCluster
+                ? (cluster[inCluster].address, cluster[inCluster].nodeName) : (local[inLocal].address, local[inLocal].nodeName)
+            if fromCluster { inCluster += 1 } else { inLocal += 1 }
+            guard nodeName == nil || nodeName == facts.nodeName, address != last else { continue }
+            last = address
+            place(main, Naming.hairpin, Element([.address(address), .address(address)]))
+        }
     }
 
     /// Claims a map key for a service port. If another service port holds it too, the first in
@@ -207,24 +227,29 @@ struct FragmentBuilder {
         return Rule([destination, .address(.saddr, cidr, negated: true), .setMarkBit(mark)])
     }
 
-    private func balance(_ backends: [Backend], _ proto: L4Protocol, affinity timeout: UInt32?) -> [Rule] {
-        guard let timeout else { return roundRobin(backends, proto) }
-        return affinityRules(backends, proto, timeout: timeout)
+    /// A chain's rules: `first` (the masquerade mark), if any, then the load balancing.
+    private func balance(_ backends: [Backend], _ proto: L4Protocol, affinity timeout: UInt32?, after first: Rule?) -> [Rule] {
+        guard let timeout else { return roundRobin(backends, proto, after: first) }
+        return (first.map { [$0] } ?? []) + affinityRules(backends, proto, timeout: timeout)
     }
 
     /// Rule i of N hands out backend i once in every N - i packets that reach it; the last rule
     /// takes the rest. Each `numgen inc` keeps its own counter, so backends are served in turn.
-    private func roundRobin(_ backends: [Backend], _ proto: L4Protocol) -> [Rule] {
-        backends.enumerated().map { index, backend in
+    private func roundRobin(_ backends: [Backend], _ proto: L4Protocol, after first: Rule?) -> [Rule] {
+        // Built in place: a cluster has a rule per endpoint, each worth one allocation.
+        var rules: [Rule] = []
+        rules.reserveCapacity(backends.count + 1)
+        if let first { rules.append(first) }
+        for (index, backend) in backends.enumerated() {
             let remaining = backends.count - index
-            // Built in place: a cluster has a rule per endpoint, each worth one allocation.
             var statements: [Statement] = []
             statements.reserveCapacity(3)
             if remaining > 1 { statements.append(.numgenIncZero(modulus: UInt32(remaining))) }
             statements.append(.l4proto(proto))
             statements.append(.dnat(backend.address, port: backend.port))
-            return Rule(statements)
+            rules.append(Rule(statements))
         }
+        return rules
     }
 
     /// ClientIP session affinity, recorded at DNAT time in two dynamic sets of the shard, keyed by

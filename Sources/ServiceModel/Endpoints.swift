@@ -130,6 +130,8 @@ private struct EndpointSources {
     /// One backend per address and port, sorted. The same endpoint can sit in two slices while it
     /// moves between them, and a pod IP can be reused: a non-terminating copy wins, as in kube-proxy.
     private func deduplicated(_ backends: [Backend]) -> [Backend] {
+        // As a slice lists them, as a rule: then there is nothing to do.
+        if backends.isSorted(strictly: true) { return backends }
         var kept: [Backend] = []
         kept.reserveCapacity(backends.count)
         // A port has a handful of endpoints as a rule: those are compared in place, not hashed.

@@ -112,6 +112,17 @@ public struct Backend: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 }
 
+extension Array where Element == Backend {
+    /// Whether the backends are in order, and with `strictly` also each a different address and
+    /// port. Reads only addresses and ports, by index: a copy of a backend costs reference counts.
+    public func isSorted(strictly: Bool = false) -> Bool {
+        indices.dropFirst().allSatisfy {
+            let (before, after) = ((self[$0 - 1].address, self[$0 - 1].port), (self[$0].address, self[$0].port))
+            return strictly ? before < after : before <= after
+        }
+    }
+}
+
 /// Identifies one port of one Service (`ns/name`, port name, protocol).
 public struct ServicePortName: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var namespace: String

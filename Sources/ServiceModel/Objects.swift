@@ -8,7 +8,13 @@ public enum L4Protocol: String, Sendable, Hashable, CaseIterable, Comparable, Cu
     case sctp = "SCTP"
 
     /// nft spelling (`tcp`, `udp`, `sctp`).
-    public var description: String { rawValue.lowercased() }
+    public var description: String {
+        switch self {
+        case .tcp: "tcp"
+        case .udp: "udp"
+        case .sctp: "sctp"
+        }
+    }
     /// IANA protocol number (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP).
     public var number: UInt8 {
         switch self {
