@@ -147,7 +147,7 @@ enum Writer {
         case .addTable(_, let comment):
             try batch.add(NFT_MSG_NEWTABLE, family: family, flags: NLM_F_CREATE, owner: index) { message throws(LoweringError) in
                 message.put(A.tableName, string: table)
-                if let data = Userdata.comment(comment, type: K.udataTableComment) { message.put(A.tableUserdata, bytes: data.bytes) }
+                if let comment { message.put(A.tableUserdata, comment: comment, udataType: K.udataTableComment) }
             }
         case .deleteTable:
             try batch.add(NFT_MSG_DELTABLE, family: family, flags: 0, owner: index) { message throws(LoweringError) in
@@ -198,17 +198,13 @@ enum Writer {
                 message.put(A.chainName, string: name.rawValue)
             }
         case .addRule(_, let chainName, let rule):
-            let expressions = try Lowering.rule(rule, family: family, sets: sets)
+            // The expressions go straight into the message (see `ExpressionSink`).
             try batch.add(NFT_MSG_NEWRULE, family: family, flags: NLM_F_CREATE | NLM_F_APPEND, owner: index) { message throws(LoweringError) in
                 message.put(A.ruleTable, string: table)
                 message.put(A.ruleChain, string: chainName.rawValue)
-                if let data = Userdata.comment(rule.comment, type: K.udataRuleComment) { message.put(A.ruleUserdata, bytes: data.bytes) }
+                if let comment = rule.comment { message.put(A.ruleUserdata, comment: comment, udataType: K.udataRuleComment) }
                 let list = message.beginNested(A.ruleExpressions)
-                for expression in expressions {
-                    let element = message.beginNested(A.listElement)
-                    try ExpressionCodec.put(expression, into: &message)
-                    message.endNested(element)
-                }
+                try Lowering.rule(rule, family: family, sets: sets, into: &message)
                 message.endNested(list)
             }
         case .addElements(_, let setName, let elements):
@@ -293,19 +289,22 @@ enum Writer {
     }
 
     private static func putElement(_ element: Element, ranges: Bool, withData: Bool, into message: inout MessageWriter) throws(LoweringError) {
+        let key = element.key
         if ranges {
-            let (low, high) = try ElementKey.range(element.key)
-            message.putData(A.elementKey, value: low)
-            message.putData(A.elementKeyEnd, value: high)
+            let count = try ElementKey.length(key)
+            message.putData(A.elementKey, count: count) { ElementKey.write(key, last: false, into: $0) }
+            message.putData(A.elementKeyEnd, count: count) { ElementKey.write(key, last: true, into: $0) }
         } else {
-            message.putData(A.elementKey, value: try ElementKey.encode(element.key))
+            message.putData(A.elementKey, count: try ElementKey.length(exact: key)) { ElementKey.write(key, last: false, into: $0) }
         }
         guard withData else { return }
-        if let verdict = element.verdict, case .immediateVerdict(let code, let chain) = Lowering.verdictExpression(verdict) {
+        if let verdict = element.verdict {
+            let (code, chain) = Lowering.verdictCode(verdict)
             message.putVerdict(A.elementData, code: code, chain: chain)
         }
-        if !element.data.isEmpty { message.putData(A.elementData, value: try ElementKey.encode(element.data)) }
-        if let data = Userdata.comment(element.comment, type: K.udataSetElemComment) { message.put(A.elementUserdata, bytes: data.bytes) }
+        let data = element.data
+        if !data.isEmpty { message.putData(A.elementData, count: try ElementKey.length(exact: data)) { ElementKey.write(data, last: false, into: $0) } }
+        if let comment = element.comment { message.put(A.elementUserdata, comment: comment, udataType: K.udataSetElemComment) }
     }
 }
 

@@ -2,7 +2,7 @@ import NftIR
 import ServiceModel
 
 /// One nf_tables expression, with exactly the attributes nft 1.0.6 sends and the kernel dumps
-/// back (after the normalisation in `ExpressionCodec.read` and `normalized`), so a lowered rule
+/// back (after the normalisation in `DumpDecoder.expression` and `normalized`), so a lowered rule
 /// and a dumped one compare with `==`.
 ///
 /// Register numbers are the wire numbers nft uses: a value that starts on a 16-byte boundary
@@ -160,6 +160,120 @@ extension Statement {
     }
 }
 
+/// A constant a rule puts in a register (cmp data, a bitwise mask or xor, an immediate): at
+/// most 16 bytes, held inline so that lowering a rule allocates nothing for it.
+struct RegisterValue {
+    private var storage: (UInt64, UInt64) = (0, 0)
+    /// 1 to 16.
+    let count: Int
+
+    private init(count: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        precondition((1...16).contains(count), "a register value has 1 to 16 bytes")
+        self.count = count
+        withUnsafeMutableBytes(of: &storage) { fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<count])) }
+    }
+
+    /// The first `count` bytes of the address, in network order (all of them by default).
+    init(_ ip: IPAddress, count: Int? = nil) {
+        let length = ip.family == .ipv4 ? 4 : 16
+        self.init(count: count ?? length) { bytes in
+            switch ip.family {
+            case .ipv4: Swift.withUnsafeBytes(of: UInt32(truncatingIfNeeded: ip.low).bigEndian) { bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<bytes.count])) }
+            case .ipv6: Swift.withUnsafeBytes(of: (ip.high.bigEndian, ip.low.bigEndian)) { bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<bytes.count])) }
+            }
+        }
+    }
+
+    /// The netmask of a `prefixLength`-bit prefix, `count` bytes long.
+    init(maskOf prefixLength: Int, count: Int) {
+        self.init(count: count) { bytes in
+            for index in 0..<count {
+                let bits = min(max(prefixLength - 8 * index, 0), 8)
+                bytes[index] = UInt8(truncatingIfNeeded: 0xff00 >> bits)
+            }
+        }
+    }
+
+    /// `count` zero bytes.
+    init(zeros count: Int) { self.init(count: count) { _ in } }
+
+    /// A u32 in host byte order, as nft writes mark bits, ct state bits and fib results.
+    init(hostU32 value: UInt32) {
+        self.init(count: 4) { bytes in bytes.storeBytes(of: value, as: UInt32.self) }
+    }
+
+    /// A port in network byte order.
+    init(port: UInt16) {
+        self.init(count: 2) { bytes in bytes.storeBytes(of: port.bigEndian, as: UInt16.self) }
+    }
+
+    init(byte: UInt8) { self.init(count: 1) { bytes in bytes[0] = byte } }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try Swift.withUnsafeBytes(of: storage) { try body(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+    }
+
+    var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+}
+
+/// Where `Lowering` puts the expressions it makes: straight into a rule's netlink message
+/// (`MessageWriter`, for a batch), or into `Expression` values (`ExpressionList`, which reading
+/// rules back compares with a dump). One lowering feeds both, so the two cannot drift apart.
+protocol ExpressionSink {
+    mutating func payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32)
+    mutating func meta(key: UInt32, dreg: UInt32)
+    mutating func metaSet(key: UInt32, sreg: UInt32)
+    mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?)
+    mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32)
+    mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue)
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue)
+    mutating func byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32)
+    mutating func lookup(sreg: UInt32, dreg: UInt32?, set: Name, flags: UInt32)
+    mutating func dynset(op: UInt32, sregKey: UInt32, sregData: UInt32?, set: Name, timeout: UInt64)
+    mutating func numgen(dreg: UInt32, modulus: UInt32, type: UInt32, offset: UInt32)
+    mutating func immediateData(dreg: UInt32, data: RegisterValue)
+    mutating func immediateVerdict(code: Int32, chain: Name?)
+    mutating func nat(type: UInt32, family: UInt32, addrMin: UInt32, protoMin: UInt32, flags: UInt32)
+    mutating func masq(flags: UInt32)
+    mutating func reject(type: UInt32, code: UInt8)
+}
+
+/// The expressions of a statement or rule as values.
+struct ExpressionList: ExpressionSink {
+    var expressions: [Expression] = []
+
+    mutating func payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32) {
+        expressions.append(.payload(base: base, offset: offset, length: length, dreg: dreg))
+    }
+    mutating func meta(key: UInt32, dreg: UInt32) { expressions.append(.meta(key: key, dreg: dreg)) }
+    mutating func metaSet(key: UInt32, sreg: UInt32) { expressions.append(.metaSet(key: key, sreg: sreg)) }
+    mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?) { expressions.append(.ct(key: key, dreg: dreg, direction: direction)) }
+    mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32) { expressions.append(.fib(flags: flags, result: result, dreg: dreg)) }
+    mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue) { expressions.append(.cmp(sreg: sreg, op: op, data: data.bytes)) }
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue) {
+        expressions.append(.bitwise(sreg: sreg, dreg: dreg, mask: mask.bytes, xor: xor.bytes))
+    }
+    mutating func byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32) {
+        expressions.append(.byteorder(sreg: sreg, dreg: dreg, op: op, length: length, size: size))
+    }
+    mutating func lookup(sreg: UInt32, dreg: UInt32?, set: Name, flags: UInt32) {
+        expressions.append(.lookup(sreg: sreg, dreg: dreg, set: set.rawValue, flags: flags))
+    }
+    mutating func dynset(op: UInt32, sregKey: UInt32, sregData: UInt32?, set: Name, timeout: UInt64) {
+        expressions.append(.dynset(op: op, sregKey: sregKey, sregData: sregData, set: set.rawValue, timeout: timeout))
+    }
+    mutating func numgen(dreg: UInt32, modulus: UInt32, type: UInt32, offset: UInt32) {
+        expressions.append(.numgen(dreg: dreg, modulus: modulus, type: type, offset: offset))
+    }
+    mutating func immediateData(dreg: UInt32, data: RegisterValue) { expressions.append(.immediateData(dreg: dreg, data: data.bytes)) }
+    mutating func immediateVerdict(code: Int32, chain: Name?) { expressions.append(.immediateVerdict(code: code, chain: chain?.rawValue)) }
+    mutating func nat(type: UInt32, family: UInt32, addrMin: UInt32, protoMin: UInt32, flags: UInt32) {
+        expressions.append(.nat(type: type, family: family, addrMin: addrMin, protoMin: protoMin, flags: flags))
+    }
+    mutating func masq(flags: UInt32) { expressions.append(.masq(flags: flags)) }
+    mutating func reject(type: UInt32, code: UInt8) { expressions.append(.reject(type: type, code: code)) }
+}
+
 /// Statement → expressions, exactly as `nft -f` compiles the text NftText renders.
 enum Lowering {
     static func addressOffset(_ selector: Selector, _ family: Family) -> UInt32? {
@@ -172,60 +286,68 @@ enum Lowering {
         }
     }
 
-    /// Loads `selector` into slot `slot`; returns the expression and the slots it occupies.
-    static func load(_ selector: Selector, family: Family, slot: Int) -> (Expression, Int) {
+    /// Loads `selector` into slot `slot`; returns the slots it occupies.
+    static func load(_ selector: Selector, family: Family, slot: Int, into sink: inout some ExpressionSink) -> Int {
         let dreg = Register.number(slot: slot)
         let addressSlots = Register.slots(family.ipFamily.addressLength)
         switch selector {
         case .saddr, .daddr:
             let length = family.ipFamily.addressLength
-            return (.payload(base: K.networkHeader, offset: addressOffset(selector, family)!, length: UInt32(length), dreg: dreg), addressSlots)
+            sink.payload(base: K.networkHeader, offset: addressOffset(selector, family)!, length: UInt32(length), dreg: dreg)
+            return addressSlots
         case .l4proto:
-            return (.meta(key: K.metaL4proto, dreg: dreg), 1)
+            sink.meta(key: K.metaL4proto, dreg: dreg)
+            return 1
         case .thDport, .dport:
             // `tcp dport` loads what `th dport` loads; its `meta l4proto` dependency is a statement of its own.
-            return (.payload(base: K.transportHeader, offset: 2, length: 2, dreg: dreg), 1)
+            sink.payload(base: K.transportHeader, offset: 2, length: 2, dreg: dreg)
+            return 1
         case .ctOriginalDaddr:
-            return (.ct(key: family == .ip ? K.ctDstIP : K.ctDstIP6, dreg: dreg, direction: K.ctDirOriginal), addressSlots)
+            sink.ct(key: family == .ip ? K.ctDstIP : K.ctDstIP6, dreg: dreg, direction: K.ctDirOriginal)
+            return addressSlots
         case .ctOriginalProtoDst:
-            return (.ct(key: K.ctProtoDst, dreg: dreg, direction: K.ctDirOriginal), 1)
+            sink.ct(key: K.ctProtoDst, dreg: dreg, direction: K.ctDirOriginal)
+            return 1
         }
     }
 
     /// Loads a concatenation into consecutive slots from `start` (NFT_REG_1 for a lookup key), as
-    /// nft does; returns the expressions and the slot after the last field. For a concatenated
-    /// interval set nft converts the host-order `meta l4proto` byte to network order first
-    /// (`byteorder reg 9 = hton(reg 9, 2, 1)`: 1 byte in 2-byte units, so no bytes move).
-    static func concatenation(_ selectors: [Selector], family: Family, start: Int = 0,
-                              hostToNetwork: Bool = false) throws(LoweringError) -> (expressions: [Expression], end: Int) {
+    /// nft does; returns the slot after the last field. For a concatenated interval set nft
+    /// converts the host-order `meta l4proto` byte to network order first (`byteorder reg 9 =
+    /// hton(reg 9, 2, 1)`: 1 byte in 2-byte units, so no bytes move).
+    static func concatenation(_ selectors: [Selector], family: Family, start: Int = 0, hostToNetwork: Bool = false,
+                              into sink: inout some ExpressionSink) throws(LoweringError) -> Int {
         guard !selectors.isEmpty else { throw LoweringError(message: "a lookup needs at least one selector") }
         var slot = start
-        var out: [Expression] = []
         for selector in selectors {
-            let (expression, used) = load(selector, family: family, slot: slot)
-            out.append(expression)
+            let used = load(selector, family: family, slot: slot, into: &sink)
             if hostToNetwork && selector == .l4proto {
                 let register = Register.number(slot: slot)
-                out.append(.byteorder(sreg: register, dreg: register, op: K.byteorderHton, length: 1, size: 2))
+                sink.byteorder(sreg: register, dreg: register, op: K.byteorderHton, length: 1, size: 2)
             }
             slot += used
         }
         guard slot <= Register.slotCount else {
             throw LoweringError(message: "a concatenation of \(selectors.count) fields does not fit the 64-byte register file")
         }
-        return (out, slot)
+        return slot
     }
-
-    static func hostU32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value) { Array($0) } }
 
     /// A lookup of `selectors` in `set`: the key from NFT_REG_1, then the lookup.
     private static func lookup(_ selectors: [Selector], in set: Name, dreg: UInt32?, flags: UInt32, family: Family,
-                               sets: SetCatalog) throws(LoweringError) -> [Expression] {
-        let key = try concatenation(selectors, family: family, hostToNetwork: sets.isConcatenatedInterval(set)).expressions
-        return key + [.lookup(sreg: K.reg1, dreg: dreg, set: set.rawValue, flags: flags)]
+                               sets: SetCatalog, into sink: inout some ExpressionSink) throws(LoweringError) {
+        _ = try concatenation(selectors, family: family, hostToNetwork: sets.isConcatenatedInterval(set), into: &sink)
+        sink.lookup(sreg: K.reg1, dreg: dreg, set: set, flags: flags)
     }
 
+    /// The statement's expressions, as values.
     static func statement(_ statement: Statement, family: Family, sets: SetCatalog) throws(LoweringError) -> [Expression] {
+        var list = ExpressionList()
+        try self.statement(statement, family: family, sets: sets, into: &list)
+        return list.expressions
+    }
+
+    static func statement(_ statement: Statement, family: Family, sets: SetCatalog, into sink: inout some ExpressionSink) throws(LoweringError) {
         let reg1 = K.reg1
         switch statement {
         case .address(let selector, let cidr, let negated):
@@ -236,41 +358,41 @@ enum Lowering {
                 throw LoweringError(message: "\(cidr) is not an address of the \(family.rawValue) family")
             }
             let op = negated ? K.cmpNeq : K.cmpEq
-            let address = cidr.address.bytes  // built on each read
-            let length = address.count
+            let length = family.ipFamily.addressLength
             let prefix = cidr.prefixLength
             if prefix == length * 8 {
-                return [.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1),
-                        .cmp(sreg: reg1, op: op, data: address)]
-            }
-            if prefix > 0 && prefix % 8 == 0 {
+                sink.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1)
+                sink.cmp(sreg: reg1, op: op, data: RegisterValue(cidr.address))
+            } else if prefix > 0 && prefix % 8 == 0 {
                 // nft trims a byte-aligned prefix to a shorter load.
                 let bytes = prefix / 8
-                return [.payload(base: K.networkHeader, offset: offset, length: UInt32(bytes), dreg: reg1),
-                        .cmp(sreg: reg1, op: op, data: Array(address.prefix(bytes)))]
+                sink.payload(base: K.networkHeader, offset: offset, length: UInt32(bytes), dreg: reg1)
+                sink.cmp(sreg: reg1, op: op, data: RegisterValue(cidr.address, count: bytes))
+            } else {
+                sink.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1)
+                sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(maskOf: prefix, count: length), xor: RegisterValue(zeros: length))
+                sink.cmp(sreg: reg1, op: op, data: RegisterValue(cidr.address))
             }
-            return [.payload(base: K.networkHeader, offset: offset, length: UInt32(length), dreg: reg1),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: cidr.maskBytes, xor: [UInt8](repeating: 0, count: length)),
-                    .cmp(sreg: reg1, op: op, data: address)]
         case .l4proto(let proto):
-            return [.meta(key: K.metaL4proto, dreg: reg1), .cmp(sreg: reg1, op: K.cmpEq, data: [proto.number])]
+            sink.meta(key: K.metaL4proto, dreg: reg1)
+            sink.cmp(sreg: reg1, op: K.cmpEq, data: RegisterValue(byte: proto.number))
         case .ctStateNew:
-            return [.ct(key: K.ctState, dreg: reg1, direction: nil),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: hostU32(K.ctStateNewBit), xor: hostU32(0)),
-                    .cmp(sreg: reg1, op: K.cmpNeq, data: hostU32(0))]
+            sink.ct(key: K.ctState, dreg: reg1, direction: nil)
+            sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(hostU32: K.ctStateNewBit), xor: RegisterValue(hostU32: 0))
+            sink.cmp(sreg: reg1, op: K.cmpNeq, data: RegisterValue(hostU32: 0))
         case .ctStatusDNAT:
-            return [.ct(key: K.ctStatus, dreg: reg1, direction: nil),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: hostU32(K.ctStatusDstNAT), xor: hostU32(0)),
-                    .cmp(sreg: reg1, op: K.cmpNeq, data: hostU32(0))]
+            sink.ct(key: K.ctStatus, dreg: reg1, direction: nil)
+            sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(hostU32: K.ctStatusDstNAT), xor: RegisterValue(hostU32: 0))
+            sink.cmp(sreg: reg1, op: K.cmpNeq, data: RegisterValue(hostU32: 0))
         case .fibLocal(let address):
-            return [.fib(flags: address == .saddr ? K.fibSaddr : K.fibDaddr, result: K.fibAddrtype, dreg: reg1),
-                    .cmp(sreg: reg1, op: K.cmpEq, data: hostU32(K.rtnLocal))]
+            sink.fib(flags: address == .saddr ? K.fibSaddr : K.fibDaddr, result: K.fibAddrtype, dreg: reg1)
+            sink.cmp(sreg: reg1, op: K.cmpEq, data: RegisterValue(hostU32: K.rtnLocal))
         case .lookup(let selectors, let set):
-            return try lookup(selectors, in: set, dreg: nil, flags: 0, family: family, sets: sets)
+            try lookup(selectors, in: set, dreg: nil, flags: 0, family: family, sets: sets, into: &sink)
         case .notInSet(let selectors, let set):
-            return try lookup(selectors, in: set, dreg: nil, flags: K.lookupInvert, family: family, sets: sets)
+            try lookup(selectors, in: set, dreg: nil, flags: K.lookupInvert, family: family, sets: sets, into: &sink)
         case .vmap(let selectors, let map):
-            return try lookup(selectors, in: map, dreg: K.regVerdict, flags: 0, family: family, sets: sets)
+            try lookup(selectors, in: map, dreg: K.regVerdict, flags: 0, family: family, sets: sets, into: &sink)
         case .dnatMap(let selectors, let map):
             // nft gives the address the map returns into NFT_REG_1 and reads the port from the
             // slot after the address (`nat dnat ip addr_min reg 1 proto_min reg 9`); no flags.
@@ -279,8 +401,8 @@ enum Lowering {
                 throw LoweringError(message: "dnat to … map @\(map) needs a map to \(address.rawValue) . inet_service")
             }
             let addressSlots = Register.slots(address.length)
-            return try lookup(selectors, in: map, dreg: reg1, flags: 0, family: family, sets: sets)
-                + [.nat(type: K.natDNAT, family: UInt32(family.nfproto), addrMin: reg1, protoMin: Register.number(slot: addressSlots), flags: 0)]
+            try lookup(selectors, in: map, dreg: reg1, flags: 0, family: family, sets: sets, into: &sink)
+            sink.nat(type: K.natDNAT, family: UInt32(family.nfproto), addrMin: reg1, protoMin: Register.number(slot: addressSlots), flags: 0)
         case .update(let map, let key, let timeout, let data):
             if let known = sets[map] {
                 guard known.isDynamic, !known.isConcatenatedInterval else {
@@ -290,86 +412,89 @@ enum Lowering {
                     throw LoweringError(message: "update @\(map) with\(data.isEmpty ? "out" : "") data, but the set is \(known.data.isEmpty ? "not " : "")a data map")
                 }
             }
-            let keyLoads = try concatenation(key, family: family)
+            let keyEnd = try concatenation(key, family: family, into: &sink)
             // nft 1.0.6 gives the key a whole 16-byte register even when it is shorter, so the data
             // starts at NFT_REG_2; a longer key crashes nft 1.0.6 (netlink_gen_expr assertion), and
             // later versions put the data right after it, as here.
-            let dataSlot = max(4, keyLoads.end)
-            var dataLoads: [Expression] = []
+            let dataSlot = max(4, keyEnd)
             var slot = dataSlot
             for operand in data {
                 switch operand {
                 case .field(let selector):
-                    let (expression, used) = load(selector, family: family, slot: slot)
-                    dataLoads.append(expression)
-                    slot += used
+                    slot += load(selector, family: family, slot: slot, into: &sink)
                 case .value(let value):
                     // nft writes a constant into its slot with an immediate, in network byte order.
+                    let constant: RegisterValue
                     switch value {
-                    case .address(let ip) where ip.family == family.ipFamily: break
-                    case .port: break
+                    case .address(let ip) where ip.family == family.ipFamily: constant = RegisterValue(ip)
+                    case .port(let port): constant = RegisterValue(port: port)
                     default: throw LoweringError(message: "update @\(map): \(value) is not an address of the \(family.rawValue) family or a port")
                     }
-                    let bytes = ElementKey.bytes(value).low
-                    dataLoads.append(.immediateData(dreg: Register.number(slot: slot), data: bytes))
-                    slot += Register.slots(bytes.count)
+                    sink.immediateData(dreg: Register.number(slot: slot), data: constant)
+                    slot += Register.slots(constant.count)
                 }
             }
             guard slot <= Register.slotCount else {
                 throw LoweringError(message: "update @\(map): key and data do not fit the 64-byte register file")
             }
-            return keyLoads.expressions + dataLoads
-                + [.dynset(op: K.dynsetUpdate, sregKey: reg1, sregData: data.isEmpty ? nil : Register.number(slot: dataSlot),
-                           set: map.rawValue, timeout: UInt64(timeout))]
+            sink.dynset(op: K.dynsetUpdate, sregKey: reg1, sregData: data.isEmpty ? nil : Register.number(slot: dataSlot),
+                        set: map, timeout: UInt64(timeout))
         case .numgenIncZero(let modulus):
             guard modulus > 0 else { throw LoweringError(message: "numgen modulus must be at least 1") }
-            return [.numgen(dreg: reg1, modulus: modulus, type: K.numgenIncremental, offset: 0),
-                    .cmp(sreg: reg1, op: K.cmpEq, data: hostU32(0))]
+            sink.numgen(dreg: reg1, modulus: modulus, type: K.numgenIncremental, offset: 0)
+            sink.cmp(sreg: reg1, op: K.cmpEq, data: RegisterValue(hostU32: 0))
         case .markBitClear(let bit):
-            return [.meta(key: K.metaMark, dreg: reg1),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: hostU32(bit), xor: hostU32(0)),
-                    .cmp(sreg: reg1, op: K.cmpEq, data: hostU32(0))]
+            sink.meta(key: K.metaMark, dreg: reg1)
+            sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(hostU32: bit), xor: RegisterValue(hostU32: 0))
+            sink.cmp(sreg: reg1, op: K.cmpEq, data: RegisterValue(hostU32: 0))
         case .setMarkBit(let bit):
-            return [.meta(key: K.metaMark, dreg: reg1),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: hostU32(~bit), xor: hostU32(bit)),
-                    .metaSet(key: K.metaMark, sreg: reg1)]
+            sink.meta(key: K.metaMark, dreg: reg1)
+            sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(hostU32: ~bit), xor: RegisterValue(hostU32: bit))
+            sink.metaSet(key: K.metaMark, sreg: reg1)
         case .toggleMarkBit(let bit):
-            return [.meta(key: K.metaMark, dreg: reg1),
-                    .bitwise(sreg: reg1, dreg: reg1, mask: hostU32(0xffff_ffff), xor: hostU32(bit)),
-                    .metaSet(key: K.metaMark, sreg: reg1)]
+            sink.meta(key: K.metaMark, dreg: reg1)
+            sink.bitwise(sreg: reg1, dreg: reg1, mask: RegisterValue(hostU32: 0xffff_ffff), xor: RegisterValue(hostU32: bit))
+            sink.metaSet(key: K.metaMark, sreg: reg1)
         case .dnat(let ip, let port):
             guard ip.family == family.ipFamily else {
                 throw LoweringError(message: "dnat to \(ip) in a \(family.rawValue) table")
             }
             // nft gives the address a whole 16-byte register, so the port lands in NFT_REG_2.
-            return [.immediateData(dreg: reg1, data: ip.bytes),
-                    .immediateData(dreg: K.reg2, data: [UInt8(port >> 8), UInt8(port & 0xff)]),
-                    .nat(type: K.natDNAT, family: UInt32(family.nfproto), addrMin: reg1, protoMin: K.reg2, flags: K.natProtoSpecified)]
+            sink.immediateData(dreg: reg1, data: RegisterValue(ip))
+            sink.immediateData(dreg: K.reg2, data: RegisterValue(port: port))
+            sink.nat(type: K.natDNAT, family: UInt32(family.nfproto), addrMin: reg1, protoMin: K.reg2, flags: K.natProtoSpecified)
         case .masquerade(let fullyRandom):
-            return [.masq(flags: fullyRandom ? K.natRandomFully : 0)]
+            sink.masq(flags: fullyRandom ? K.natRandomFully : 0)
         case .reject:
-            return [.reject(type: K.rejectICMPUnreach, code: family == .ip ? K.icmpPortUnreach : K.icmpv6PortUnreach)]
+            sink.reject(type: K.rejectICMPUnreach, code: family == .ip ? K.icmpPortUnreach : K.icmpv6PortUnreach)
         case .verdict(let verdict):
-            return [verdictExpression(verdict)]
+            let (code, chain) = verdictCode(verdict)
+            sink.immediateVerdict(code: code, chain: chain)
         }
     }
 
-    static func verdictExpression(_ verdict: Verdict) -> Expression {
+    /// NF_ACCEPT, NF_DROP, NFT_RETURN, NFT_JUMP or NFT_GOTO, and the chain of a jump or goto.
+    static func verdictCode(_ verdict: Verdict) -> (code: Int32, chain: Name?) {
         switch verdict {
-        case .accept: .immediateVerdict(code: K.verdictAccept, chain: nil)
-        case .drop: .immediateVerdict(code: K.verdictDrop, chain: nil)
-        case .return: .immediateVerdict(code: K.verdictReturn, chain: nil)
-        case .jump(let chain): .immediateVerdict(code: K.verdictJump, chain: chain.rawValue)
-        case .goto(let chain): .immediateVerdict(code: K.verdictGoto, chain: chain.rawValue)
+        case .accept: (K.verdictAccept, nil)
+        case .drop: (K.verdictDrop, nil)
+        case .return: (K.verdictReturn, nil)
+        case .jump(let chain): (K.verdictJump, chain)
+        case .goto(let chain): (K.verdictGoto, chain)
         }
     }
 
+    /// The rule's expressions, as values.
     static func rule(_ rule: Rule, family: Family, sets: SetCatalog) throws(LoweringError) -> [Expression] {
+        var list = ExpressionList()
+        list.expressions.reserveCapacity(3 * rule.statements.count)  // most statements lower to 2 or 3 expressions
+        try self.rule(rule, family: family, sets: sets, into: &list)
+        return list.expressions
+    }
+
+    static func rule(_ rule: Rule, family: Family, sets: SetCatalog, into sink: inout some ExpressionSink) throws(LoweringError) {
         try checkProtocolContext(rule.statements)
-        var out: [Expression] = []
-        out.reserveCapacity(3 * rule.statements.count)  // most statements lower to 2 or 3 expressions
-        for statement in rule.statements { out += try self.statement(statement, family: family, sets: sets) }
-        return out
+        for statement in rule.statements { try self.statement(statement, family: family, sets: sets, into: &sink) }
     }
 
     /// `tcp dport` and `ct original proto-dst` need a `meta l4proto` match earlier in the rule

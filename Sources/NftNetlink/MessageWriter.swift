@@ -1,4 +1,5 @@
 internal import CNftables
+import NftIR
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -58,32 +59,63 @@ struct MessageWriter {
         length = offset
     }
 
-    mutating func put(_ type: UInt16, bytes: UnsafeRawBufferPointer) {
-        let total = 4 + bytes.count
-        guard total <= 0xffff, reserve((total + 3) & ~3) else { overflowed = true; return }
-        let attribute = base + length - ((total + 3) & ~3)
+    /// Writes the header of an attribute whose value is `count` bytes, and the zeros that pad it
+    /// to 4 bytes; returns where the value goes (nil when it does not fit: the message is then
+    /// marked overflowed).
+    private mutating func attribute(_ type: UInt16, count: Int) -> UnsafeMutableRawPointer? {
+        let total = 4 + count
+        let padded = (total + 3) & ~3
+        guard total <= 0xffff, reserve(padded) else { overflowed = true; return nil }
+        let attribute = base + length - padded
         attribute.storeBytes(of: UInt16(total), as: UInt16.self)
         attribute.storeBytes(of: type, toByteOffset: 2, as: UInt16.self)
-        if let source = bytes.baseAddress, bytes.count > 0 { (attribute + 4).copyMemory(from: source, byteCount: bytes.count) }
-        zeroPadding(after: attribute + total, to: (total + 3) & ~3 - total)
+        if padded > total { (attribute + total).initializeMemory(as: UInt8.self, repeating: 0, count: padded - total) }
+        return attribute + 4
+    }
+
+    mutating func put(_ type: UInt16, bytes: UnsafeRawBufferPointer) {
+        guard let value = attribute(type, count: bytes.count) else { return }
+        if let source = bytes.baseAddress, bytes.count > 0 { value.copyMemory(from: source, byteCount: bytes.count) }
     }
 
     mutating func put(_ type: UInt16, bytes: [UInt8]) {
         bytes.withUnsafeBytes { put(type, bytes: $0) }
     }
 
+    /// An attribute of `count` bytes that `fill` writes in place.
+    mutating func put(_ type: UInt16, count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        guard let value = attribute(type, count: count) else { return }
+        fill(UnsafeMutableRawBufferPointer(start: value, count: count))
+    }
+
     /// A NUL-terminated string (NLA_NUL_STRING), as mnl_attr_put_strz writes it.
     mutating func put(_ type: UInt16, string: String) {
         var string = string
-        string.withUTF8 { utf8 in
-            let total = 4 + utf8.count + 1
-            guard total <= 0xffff, reserve((total + 3) & ~3) else { overflowed = true; return }
-            let attribute = base + length - ((total + 3) & ~3)
-            attribute.storeBytes(of: UInt16(total), as: UInt16.self)
-            attribute.storeBytes(of: type, toByteOffset: 2, as: UInt16.self)
-            if let source = utf8.baseAddress, utf8.count > 0 { (attribute + 4).copyMemory(from: source, byteCount: utf8.count) }
-            (attribute + 4 + utf8.count).storeBytes(of: 0, as: UInt8.self)
-            zeroPadding(after: attribute + total, to: (total + 3) & ~3 - total)
+        string.withUTF8 { putString(type, $0) }
+    }
+
+    mutating func put(_ type: UInt16, string: StaticString) {
+        putString(type, UnsafeBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+    }
+
+    private mutating func putString(_ type: UInt16, _ utf8: UnsafeBufferPointer<UInt8>) {
+        guard let value = attribute(type, count: utf8.count + 1) else { return }
+        if let source = utf8.baseAddress, utf8.count > 0 { value.copyMemory(from: source, byteCount: utf8.count) }
+        (value + utf8.count).storeBytes(of: 0, as: UInt8.self)
+    }
+
+    /// nftnl userdata holding one comment (`nftnl_udata_put_strz` of `comment` under `udataType`),
+    /// as nft writes it for a rule or an element.
+    mutating func put(_ type: UInt16, comment: Comment, udataType: UInt8) {
+        var text = comment.text
+        text.withUTF8 { utf8 in
+            precondition(utf8.count + 1 <= 255, "a userdata value is at most 255 bytes")
+            put(type, count: 2 + utf8.count + 1) { value in
+                value[0] = udataType
+                value[1] = UInt8(utf8.count + 1)
+                if utf8.count > 0 { UnsafeMutableRawBufferPointer(rebasing: value[2...]).copyMemory(from: UnsafeRawBufferPointer(utf8)) }
+                value[2 + utf8.count] = 0
+            }
         }
     }
 
@@ -126,12 +158,25 @@ struct MessageWriter {
         endNested(nest)
     }
 
+    mutating func putData(_ type: UInt16, value: RegisterValue) {
+        let nest = beginNested(type)
+        value.withUnsafeBytes { put(A.dataValue, bytes: $0) }
+        endNested(nest)
+    }
+
+    /// A data nest of `count` bytes that `fill` writes in place.
+    mutating func putData(_ type: UInt16, count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        let nest = beginNested(type)
+        put(A.dataValue, count: count, fill: fill)
+        endNested(nest)
+    }
+
     /// A verdict nest (`type` → NFTA_DATA_VERDICT → code and, for jump and goto, the chain).
-    mutating func putVerdict(_ type: UInt16, code: Int32, chain: String?) {
+    mutating func putVerdict(_ type: UInt16, code: Int32, chain: Name?) {
         let outer = beginNested(type)
         let verdict = beginNested(A.dataVerdict)
         put(A.verdictCode, u32: UInt32(bitPattern: code))
-        if let chain { put(A.verdictChain, string: chain) }
+        if let chain { put(A.verdictChain, string: chain.rawValue) }
         endNested(verdict)
         endNested(outer)
     }
@@ -146,9 +191,5 @@ struct MessageWriter {
         }
         length += count
         return true
-    }
-
-    private func zeroPadding(after end: UnsafeMutableRawPointer, to count: Int) {
-        if count > 0 { end.initializeMemory(as: UInt8.self, repeating: 0, count: count) }
     }
 }

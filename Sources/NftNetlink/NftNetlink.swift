@@ -42,9 +42,17 @@ public struct NetlinkBackend: RulesetBackend {
         let catalogs = try setCatalogs(transaction, socket: socket, generation: &generation)
         let batch = Batch(firstSeq: socket.nextSeq())
         var setID: UInt32 = 1
+        // Operations come table by table: the catalog is looked up when the table changes.
+        var table: TableRef?
+        var sets = SetCatalog()
         for (index, operation) in transaction.operations.enumerated() {
+            let ref = operation.table
+            if ref != table {
+                table = ref
+                sets = catalogs[ref] ?? SetCatalog()
+            }
             do {
-                try Writer.add(operation, index: index, to: batch, nextSetID: &setID, sets: catalogs[operation.table] ?? SetCatalog())
+                try Writer.add(operation, index: index, to: batch, nextSetID: &setID, sets: sets)
             } catch {
                 throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
             }

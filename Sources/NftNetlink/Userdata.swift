@@ -46,14 +46,6 @@ struct Userdata: Hashable {
         return String(decoding: text, as: UTF8.self)
     }
 
-    /// The comment nft writes for a table, chain, rule or element (type 0 in each of those).
-    static func comment(_ comment: Comment?, type: UInt8) -> Userdata? {
-        guard let comment else { return nil }
-        var data = Userdata()
-        data.putString(type, comment.text)
-        return data
-    }
-
     /// The set userdata nft 1.0.6 writes for `type KEY [: DATA]; [size N;] [flags …;] [comment "…"]`,
     /// byte for byte (checked with `nft --debug=mnl`), so that `nft list` prints the set as nft
     /// would: the key's byte order (0 for a concatenation), the data's for a map (0 for a verdict
@@ -139,42 +131,92 @@ enum KeyType {
 enum ElementKey {
     /// A field's first and last value.
     static func bytes(_ value: KeyValue) -> (low: [UInt8], high: [UInt8]) {
-        switch value {
-        case .address(let ip):
-            let bytes = ip.bytes  // built on each read
-            return (bytes, bytes)
-        case .proto(let proto): return ([proto.number], [proto.number])
-        case .port(let port):
-            let bytes = [UInt8(port >> 8), UInt8(port & 0xff)]
-            return (bytes, bytes)
-        case .prefix(let cidr):
-            let low = cidr.address.bytes
-            return (low, zip(low, cidr.maskBytes).map { $0 | ~$1 })
-        }
+        let count = length(of: value)
+        return (array(count) { write(value, last: false, into: $0) }, array(count) { write(value, last: true, into: $0) })
     }
 
     /// The key (or data) of an element that is one value: a range there has nowhere to go.
     static func encode(_ key: [KeyValue]) throws(LoweringError) -> [UInt8] {
-        let (low, high) = try range(key)
-        guard low == high else {
-            throw LoweringError(message: "an element with a range (\(key)) needs a set with the interval flag and a concatenated key")
-        }
-        return low
+        let count = try length(exact: key)
+        return array(count) { write(key, last: false, into: $0) }
     }
 
     /// NFTA_SET_ELEM_KEY and NFTA_SET_ELEM_KEY_END of an element of a concatenated interval set.
     static func range(_ key: [KeyValue]) throws(LoweringError) -> (low: [UInt8], high: [UInt8]) {
+        let count = try length(key)
+        return (array(count) { write(key, last: false, into: $0) }, array(count) { write(key, last: true, into: $0) })
+    }
+
+    /// The bytes of a key or map data: a single field as it is, each field of a concatenation
+    /// padded to 4 bytes.
+    static func length(_ key: [KeyValue]) throws(LoweringError) -> Int {
         guard !key.isEmpty else { throw LoweringError(message: "an element needs a key") }
-        if key.count == 1 { return bytes(key[0]) }
-        var low: [UInt8] = [], high: [UInt8] = []
+        if key.count == 1 { return length(of: key[0]) }
+        var count = 0
+        for value in key { count += Register.slots(length(of: value)) * 4 }
+        guard count <= 64 else { throw LoweringError(message: "an element key of \(count) bytes exceeds NFT_DATA_VALUE_MAXLEN (64)") }
+        return count
+    }
+
+    /// `length(key)`, for a key that must be one value (no field a range).
+    static func length(exact key: [KeyValue]) throws(LoweringError) -> Int {
         for value in key {
-            let field = bytes(value)
-            let padding = [UInt8](repeating: 0, count: Register.slots(field.low.count) * 4 - field.low.count)
-            low += field.low + padding
-            high += field.high + padding
+            if case .prefix(let cidr) = value, !cidr.isHost {
+                throw LoweringError(message: "an element with a range (\(key)) needs a set with the interval flag and a concatenated key")
+            }
         }
-        guard low.count <= 64 else { throw LoweringError(message: "an element key of \(low.count) bytes exceeds NFT_DATA_VALUE_MAXLEN (64)") }
-        return (low, high)
+        return try length(key)
+    }
+
+    /// Writes the key's first values (or, with `last`, its last ones) into `out`, which holds
+    /// `length(key)` bytes.
+    static func write(_ key: [KeyValue], last: Bool, into out: UnsafeMutableRawBufferPointer) {
+        guard key.count > 1 else {
+            if let value = key.first { write(value, last: last, into: out) }
+            return
+        }
+        var offset = 0
+        for value in key {
+            let count = length(of: value), padded = Register.slots(count) * 4
+            write(value, last: last, into: UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + count)]))
+            if padded > count { UnsafeMutableRawBufferPointer(rebasing: out[(offset + count)..<(offset + padded)]).initializeMemory(as: UInt8.self, repeating: 0) }
+            offset += padded
+        }
+    }
+
+    private static func length(of value: KeyValue) -> Int {
+        switch value {
+        case .address(let ip): ip.family.addressLength
+        case .prefix(let cidr): cidr.family.addressLength
+        case .proto: 1
+        case .port: 2
+        }
+    }
+
+    /// One field, in network order: a prefix's first address, or its last.
+    private static func write(_ value: KeyValue, last: Bool, into out: UnsafeMutableRawBufferPointer) {
+        switch value {
+        case .address(let ip):
+            RegisterValue(ip).withUnsafeBytes { out.copyMemory(from: $0) }
+        case .prefix(let cidr):
+            RegisterValue(cidr.address).withUnsafeBytes { out.copyMemory(from: $0) }
+            guard last else { return }
+            RegisterValue(maskOf: cidr.prefixLength, count: out.count).withUnsafeBytes { mask in
+                for index in 0..<out.count { out[index] |= ~mask[index] }
+            }
+        case .proto(let proto):
+            out[0] = proto.number
+        case .port(let port):
+            out[0] = UInt8(port >> 8)
+            out[1] = UInt8(port & 0xff)
+        }
+    }
+
+    private static func array(_ count: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            fill(UnsafeMutableRawBufferPointer(buffer))
+            initialized = count
+        }
     }
 
     static func decode(_ bytes: [UInt8], types: [DataType]) -> [KeyValue]? {

@@ -17,6 +17,39 @@ struct LoweringTests {
         }
     }
 
+    /// A batch writes each rule's expressions straight into its message. Decoded as a dump is,
+    /// those bytes are the expressions `Lowering.rule` lists, and the rule, comment included.
+    @Test(arguments: Family.allCases)
+    func rulesWrittenIntoTheirMessageDecodeToThemselves(_ family: Family) throws {
+        let table = Samples.table(family)
+        let sets = SetCatalog(table.sets)
+        let ref = TableRef(family, table.name)
+        var decoder = DumpDecoder()
+        for chain in table.chains {
+            for rule in chain.rules {
+                for comment in [nil, Comment("written by \(chain.name)")] {
+                    let written = Rule(rule.statements, comment: comment)
+                    let payload = try payloads([.addRule(ref, chain: chain.name, written)], sets: sets)[0]
+                    var expressions: [Expression] = []
+                    var decodedComment: NftIR.Comment?
+                    payload.withUnsafeBytes { bytes in
+                        for attribute in Attributes(bytes) {
+                            if attribute.type == A.ruleExpressions {
+                                for element in attribute.nested { expressions.append(decoder.expression(element)) }
+                            } else if attribute.type == A.ruleUserdata {
+                                decodedComment = Userdata(bytes: Array(attribute.value)).string(K.udataRuleComment).map(Comment.init)
+                            }
+                        }
+                    }
+                    // The decoder normalises nat flags as it does the kernel's (see `Expression.normalized`).
+                    #expect(expressions == (try Lowering.rule(written, family: family, sets: sets)).map(\.normalized), "\(written.statements)")
+                    #expect(Raising.rule(expressions, family: family, sets: sets) == written.statements)
+                    #expect(decodedComment == comment)
+                }
+            }
+        }
+    }
+
     /// The register layout of nft's `netlink_put_register`: a value starting on a 16-byte
     /// boundary uses the legacy register, others NFT_REG32_xx.
     @Test func concatenationRegisters() throws {
