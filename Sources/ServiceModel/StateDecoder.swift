@@ -6,6 +6,9 @@
 /// `Problem` naming the object, the document and the field; everything else still decodes.
 
 public enum StateDecoder {
+    /// Lists at least this long are decoded in two halves on two threads (when there are two CPUs).
+    static let parallelItems = 2000
+
     /// Decodes multi-document YAML, JSON (one value, or several one after another), `kind: List`
     /// (or any `…List`) and single objects.
     ///
@@ -188,9 +191,24 @@ private struct StateBuilder {
         }
         // `ServiceList` items carry no kind; a plain `List` (what kubectl prints) names each one.
         let itemKind = kind == "List" ? nil : (kind: String(kind.dropLast(4)), apiVersion: apiVersion)
-        for (index, item) in items.enumerated() {
+        let location = source()
+        // A long list is decoded in two halves at once; the second half's objects and problems
+        // follow the first's, as if read in one pass.
+        let half = items.count >= StateDecoder.parallelItems && hasSeveralCPUs ? items.count / 2 : items.count
+        let (_, rest) = inParallel(if: half < items.count) { () -> Void in
+            addItems(items[..<half], kind: itemKind, source: location)
+        } and: { () -> ClusterState in
+            var builder = StateBuilder()
+            builder.addItems(items[half...], kind: itemKind, source: location)
+            return builder.state
+        }
+        state.merge(rest)
+    }
+
+    private mutating func addItems(_ items: ArraySlice<Field>, kind: (kind: String, apiVersion: String)?, source: String) {
+        for index in items.indices {
             // Field paths start afresh in each item; the source names the item.
-            add(item.asRoot, source: "\(source()), items[\(index)]", listKind: itemKind)
+            add(items[index].asRoot, source: "\(source), items[\(index)]", listKind: kind)
         }
     }
 

@@ -357,6 +357,23 @@ import Testing
         ])
     }
 
+    /// A list long enough to be decoded in two halves at once comes out as if read in one pass:
+    /// objects and problems in item order, each problem naming its item.
+    @Test func longListKeepsItemOrder() throws {
+        let count = StateDecoder.parallelItems + 501
+        let bad: Set<Int> = [3, count / 2 - 1, count / 2, count - 2]
+        let items = (0..<count).map { index in
+            let address = bad.contains(index) ? "10.96.0.300" : "10.96.\(index / 250).\(index % 250)"
+            let kind = index % 3 == 0 ? #""kind":"Service","apiVersion":"v1","# : ""
+            return #"{\#(kind)"metadata":{"name":"s\#(index)"},"spec":{"clusterIP":"\#(address)","ports":[{"port":80}]}}"#
+        }
+        let state = StateDecoder.decode(#"{"apiVersion":"v1","kind":"ServiceList","items":["# + items.joined(separator: ",") + "]}",
+                                        source: "long.json")
+        #expect(state.services.map(\.name) == (0..<count).filter { !bad.contains($0) }.map { "s\($0)" })
+        #expect(state.problems.map(\.source) == bad.sorted().map { "long.json, document 1, items[\($0)]" })
+        #expect(state.problems.map(\.object?.name) == bad.sorted().map { "s\($0)" })
+    }
+
     @Test func multiDocumentYAML() throws {
         let text = "---\n" + Self.serviceYAML + "\n---\n# a comment only\n---\n" + Self.sliceYAML + "\n...\n---\n"
         let state = StateDecoder.decode(text, source: "multi.yaml")
