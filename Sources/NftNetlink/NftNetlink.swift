@@ -1,5 +1,6 @@
 internal import CNftables
 import NftIR
+import ServiceModel
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -139,9 +140,11 @@ public struct NetlinkBackend: RulesetBackend {
     /// on receipt; sets come table by table; then each set's elements and each chain's rules
     /// (see `TableReader`).
     /// Elements are returned in key order, everything else in kernel order.
+    /// Several tables (a sharded ruleset) are read by two threads with a socket each.
     public func read(_ tables: [TableRef]) throws(BackendError) -> Ruleset {
         try sockets.withSocket { socket throws(BackendError) in
-            try consistently(socket) { () throws(BackendError) in Ruleset(tables: try TableReader(socket: socket).read(tables)) }
+            let reader = TableReader(socket: socket, second: tables.count > 1 && hasSeveralCPUs ? try NetlinkSocket(netnsPath: netnsPath) : nil)
+            return try consistently(socket) { () throws(BackendError) in Ruleset(tables: try reader.read(tables)) }
         }
     }
 

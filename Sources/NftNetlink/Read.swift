@@ -90,6 +90,9 @@ struct ListedTable {
 /// chain's dump walks only that chain (and the reader takes its datagrams in one recvmmsg).
 struct TableReader {
     let socket: NetlinkSocket
+    /// A second socket to the same namespace: when given, reading several tables uses two
+    /// threads (the kernel's side of a dump runs in the reading thread).
+    var second: NetlinkSocket? = nil
 
     /// Every table of `family` (AF_UNSPEC: of every family), in the kernel's order.
     func listTables(family: UInt8) throws(BackendError) -> [ListedTable] {
@@ -123,38 +126,70 @@ struct TableReader {
         guard !tables.isEmpty else { return [] }
 
         // Sets per table: the kernel filters set dumps by table, so no other table's sets are read.
-        // (It cannot filter chain dumps: the family's chain headers come back, below, and only
-        // ours are kept.)
-        for index in tables.tables.indices {
-            tables.tables[index].sets = try readSets(tables.ref(index))
+        // It cannot filter chain dumps: the family's chain headers come back and only ours are
+        // kept. With a second socket, the chain dump runs beside the sets and elements, and the
+        // rule dumps are shared between the two (each side decodes what it receives).
+        let refs = tables.tables.indices.map { tables.ref($0) }
+        let parallel = second != nil && refs.count > 1 && hasSeveralCPUs
+        let (chains, sets) = try inParallel(if: parallel) { () throws(BackendError) in
+            try readChains(family, &tables)
+        } and: { () throws(BackendError) in
+            let reader = TableReader(socket: second ?? socket)
+            var decoder = DumpDecoder()
+            return try refs.map { ref throws(BackendError) in try reader.readSetsWithElements(ref, decoder: &decoder) }
         }
-        var decoder = DumpDecoder()
-        for index in tables.tables.indices {
-            let ref = tables.ref(index)
-            for s in tables.tables[index].sets.indices {
-                tables.tables[index].sets[s].elements = try readElements(of: tables.tables[index].sets[s], ref: ref, decoder: &decoder)
-            }
+        for index in refs.indices {
+            tables.tables[index].sets = sets[index]
+            tables.tables[index].chains = chains[index]
         }
 
+        let catalogs = tables.tables.map { SetCatalog($0.sets) }
+        let work = tables.tables.indices.flatMap { t in tables.tables[t].chains.indices.map { (table: t, chain: $0) } }
+        let split = parallel ? work.count / 2 : work.count
+        let snapshot = tables.tables
+        let (first, last) = try inParallel(if: parallel) { () throws(BackendError) in
+            try readRules(family, snapshot, catalogs, work[..<split])
+        } and: { () throws(BackendError) in
+            try TableReader(socket: second ?? socket).readRules(family, snapshot, catalogs, work[split...])
+        }
+        for (item, rules) in zip(work, first + last) { tables.tables[item.table].chains[item.chain].rules = rules }
+        return tables.tables
+    }
+
+    /// The chain headers (no rules) of each table in `tables`, from one dump of the family.
+    private func readChains(_ family: Family, _ tables: inout TableIndex) throws(BackendError) -> [[Chain]] {
+        var chains = Array(repeating: [Chain](), count: tables.tables.count)
         try socket.request(NFT_MSG_GETCHAIN, family: family.nfproto, dump: true) { message throws(BackendError) in
             guard let index = tables.index(of: message, tableAttribute: UInt16(NFTA_CHAIN_TABLE.rawValue)) else { return }
-            tables.tables[index].chains.append(try Self.parseChain(message, ref: tables.ref(index)))
+            chains[index].append(try Self.parseChain(message, ref: tables.ref(index)))
         }
-        for index in tables.tables.indices {
-            let ref = tables.ref(index)
-            let catalog = SetCatalog(tables.tables[index].sets)
-            for c in tables.tables[index].chains.indices {
-                let chain = tables.tables[index].chains[c].name
-                var rules: [Rule] = []
-                try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
-                                   (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
-                                   (UInt16(NFTA_RULE_CHAIN.rawValue), chain.rawValue)) { message throws(BackendError) in
-                    rules.append(try decoder.rule(message, ref: ref, chain: chain, sets: catalog))
-                }
-                tables.tables[index].chains[c].rules = rules
+        return chains
+    }
+
+    /// The table's sets with their elements.
+    private func readSetsWithElements(_ ref: TableRef, decoder: inout DumpDecoder) throws(BackendError) -> [NamedSet] {
+        var sets = try readSets(ref)
+        for index in sets.indices {
+            sets[index].elements = try readElements(of: sets[index], ref: ref, decoder: &decoder)
+        }
+        return sets
+    }
+
+    /// The rules of each chain in `work` (table and chain positions in `tables`), one dump each.
+    private func readRules(_ family: Family, _ tables: [Table], _ catalogs: [SetCatalog],
+                           _ work: ArraySlice<(table: Int, chain: Int)>) throws(BackendError) -> [[Rule]] {
+        var decoder = DumpDecoder()
+        return try work.map { item throws(BackendError) in
+            let ref = TableRef(family, tables[item.table].name)
+            let chain = tables[item.table].chains[item.chain].name
+            var rules: [Rule] = []
+            try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
+                               (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
+                               (UInt16(NFTA_RULE_CHAIN.rawValue), chain.rawValue)) { message throws(BackendError) in
+                rules.append(try decoder.rule(message, ref: ref, chain: chain, sets: catalogs[item.table]))
             }
+            return rules
         }
-        return tables.tables
     }
 
     /// The table's sets and maps, without their elements; none when the table does not exist.

@@ -385,6 +385,26 @@ struct NetlinkBackendTests {
         }
     }
 
+    /// Several tables are read by two threads, the rules of the last tables by the second one: a
+    /// rule it cannot read fails the whole read, naming the table and chain.
+    @Test func tamperedRuleInALaterShardIsReported() throws {
+        let sample = Samples.table(.ip)
+        let tables = [sample] + ["nftproxy-00", "nftproxy-01", "nftproxy-02"].map { name in
+            var copy = sample
+            copy.name = Name(name)!
+            return copy
+        }
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(Transaction.diff(from: nil, to: Ruleset(tables: tables)))
+            let refs = tables.map { TableRef($0.family, $0.name) }
+            #expect(try backend.read(refs) == sortedElements(Ruleset(tables: tables)))
+            try ns.nft(["add", "rule", "ip", "nftproxy-02", "checks", "tcp", "dport", "22", "counter", "accept"])
+            let error = try #require(throws: BackendError.self) { try backend.read(refs) }
+            #expect(error.message.contains("table ip nftproxy-02: chain checks"), "\(error)")
+        }
+    }
+
     /// A rule nftproxy would not write makes the read fail, naming the table and chain.
     @Test func tamperedRuleIsReported() throws {
         try TestNamespace.with { ns in
