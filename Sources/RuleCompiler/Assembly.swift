@@ -368,12 +368,19 @@ public struct RulesetAssembly: Sendable {
         let (address, dispatchKey, nodePortKey) = types(ref.family)
         let nodePortIPs = nodePortIPs(ref.family)
         let loopback = CIDR(ref.family == .ip ? "127.0.0.0/8" : "::1/128")!
-        let nodePortMatch: [Statement] = nodePortIPs == nil
-            ? [.fibLocal(.daddr), .address(.daddr, loopback, negated: true)]
-            : [.lookup([.daddr], set: Naming.nodePortIPs)]
-
         var sets: [NamedSet] = []
-        if let nodePortIPs { sets.append(nodePortIPs) }
+        let nodePortMatch: [Statement]
+        if let nodePortIPs, nodePortIPs.elements.count == 1, case .address(let ip) = nodePortIPs.elements[0].key[0] {
+            // A new connection to a service of a shard whose hook runs later fails this match
+            // here: the one NodePort address (by default the node's primary IP) is compared, not
+            // looked up in a set (P4 at 256 shards: a third of the cost of passing a shard).
+            nodePortMatch = [.address(.daddr, CIDR(address: ip, prefixLength: ip.family.maxPrefixLength)!, negated: false)]
+        } else if let nodePortIPs {
+            nodePortMatch = [.lookup([.daddr], set: Naming.nodePortIPs)]
+            sets.append(nodePortIPs)
+        } else {
+            nodePortMatch = [.fibLocal(.daddr), .address(.daddr, loopback, negated: true)]
+        }
         sets += [
             NamedSet(Naming.serviceIPs, key: dispatchKey, isMap: true, comment: Comment("ClusterIP, ExternalIP and LoadBalancer IP traffic")),
             NamedSet(Naming.serviceNodePorts, key: nodePortKey, isMap: true, comment: Comment("NodePort traffic")),

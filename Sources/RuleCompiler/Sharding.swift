@@ -17,9 +17,11 @@ public struct Sharding: Sendable, Hashable {
     public static let maximum = 256
     /// Services per shard that the automatic choice aims at. Fewer, larger shards cost more per
     /// change (validation grows with the table); more, smaller ones cost every new connection a
-    /// pass through each shard's nat hook. Measured at 10k services (BENCHMARKS.md): 16 shards
-    /// give 1.8 ms per change and 77 % of the 1-service connection rate. (64 shards gave 1.1 ms
-    /// and 46 %, measured when each shard also had a postrouting hook for session affinity.)
+    /// pass through the nat hook of each shard that the kernel runs before its service's (equal
+    /// priorities run newest first). Measured at 10k services, side by side: a change's p50 grows
+    /// about 2× with 8 shards and 4× with 4 (16 shards: 1.8 ms in BENCHMARKS.md); with 16 shards
+    /// a service behind 14 others cost a new connection 2-16 % more client CPU than with one
+    /// service in paired P4 runs (more under load).
     public static let servicesPerShard = 1024
 
     public init(count: Int) {
