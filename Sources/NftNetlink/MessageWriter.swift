@@ -152,12 +152,6 @@ struct MessageWriter {
     }
 
     /// A data nest (`type` → NFTA_DATA_VALUE → the bytes), as keys, element data and immediates hold.
-    mutating func putData(_ type: UInt16, value: [UInt8]) {
-        let nest = beginNested(type)
-        put(A.dataValue, bytes: value)
-        endNested(nest)
-    }
-
     mutating func putData(_ type: UInt16, value: RegisterValue) {
         let nest = beginNested(type)
         value.withUnsafeBytes { put(A.dataValue, bytes: $0) }

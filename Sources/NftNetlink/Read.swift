@@ -130,7 +130,7 @@ struct TableReader {
         // kept. With a second socket, the chain dump runs beside the sets and elements, and the
         // rule dumps are shared between the two (each side decodes what it receives).
         let refs = tables.tables.indices.map { tables.ref($0) }
-        let parallel = second != nil && refs.count > 1 && hasSeveralCPUs
+        let parallel = second != nil && refs.count > 1
         let (chains, sets) = try inParallel(if: parallel) { () throws(BackendError) in
             try readChains(family, &tables)
         } and: { () throws(BackendError) in

@@ -228,14 +228,17 @@ public struct RulesetAssembly: Sendable {
                     numbers = (known.space, known.slot)
                 } else {
                     let space = ClaimSpace(family: table.family, set: set)
-                    numbers = (spaces[space] ?? { spaces[space] = spaces.count; return spaces.count - 1 }(),
-                               slots[SetSlot(table: table, set: set)] ?? {
-                                   slots[SetSlot(table: table, set: set)] = held.count
-                                   held.append([])
-                                   spaceOfSlot.append(spaces[space]!)
-                                   return held.count - 1
-                               }())
-                    recent.append((table, set, numbers.space, numbers.slot))
+                    let spaceNumber = spaces[space, default: spaces.count]
+                    spaces[space] = spaceNumber
+                    let slot = SetSlot(table: table, set: set)
+                    let slotNumber = slots[slot, default: held.count]
+                    if slotNumber == held.count {
+                        slots[slot] = slotNumber
+                        held.append([])
+                        spaceOfSlot.append(spaceNumber)
+                    }
+                    numbers = (spaceNumber, slotNumber)
+                    recent.append((table, set, spaceNumber, slotNumber))
                 }
                 let hash = ClaimTable.hash(fragment.elements[index].element.key, space: numbers.space)
                 let holder = holders.first(hash) { slot, position in
