@@ -383,7 +383,10 @@ private func compiledRuleset() -> Ruleset {
         let connection = try Connection(port: port)
         // The head has arrived, the body not yet: the request is in progress.
         try connection.send("POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
-        try await Task.sleep(for: .milliseconds(200))
+        // In progress only once the server has accepted the connection and read the head: a
+        // fixed pause was not always enough on a loaded machine (shutdown then found it idle).
+        for _ in 0..<1000 where unreadBytes(atServerPort: port) != 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(unreadBytes(atServerPort: port) == 0, "the server did not read the request head within 10 s")
 
         let shutdown = Task { await servers.shutdown() }
         var refused = false

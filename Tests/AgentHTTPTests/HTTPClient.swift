@@ -161,3 +161,20 @@ func freePorts(_ count: Int) -> [Int] {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
+
+/// Bytes waiting, unread, in the receive queues of the established server-side sockets of
+/// 127.0.0.1:`port` (from /proc/net/tcp); nil when there is no such socket yet. Zero once the
+/// server has accepted the connection and read everything sent to it.
+func unreadBytes(atServerPort port: Int) -> Int? {
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    let local = String(format: "0100007F:%04X", port)
+    var total: Int?
+    for line in table.split(separator: "\n").dropFirst() {
+        // sl local_address rem_address st tx_queue:rx_queue …
+        let fields = line.split(separator: " ")
+        guard fields.count > 4, fields[1] == local, fields[3] == "01",
+              let rx = fields[4].split(separator: ":").last, let bytes = Int(rx, radix: 16) else { continue }
+        total = (total ?? 0) + bytes
+    }
+    return total
+}
