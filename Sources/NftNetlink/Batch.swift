@@ -87,6 +87,9 @@ final class Batch {
 
     var messageCount: Int { owners.count }
 
+    /// Pages in use so far (2 MiB each).
+    var pageCount: Int { pages.count }
+
     func owner(of seq: UInt32) -> Int? {
         let index = Int(seq &- beginSeq)
         guard index >= 0, index < owners.count, owners[index] >= 0 else { return nil }
@@ -120,6 +123,22 @@ final class Batch {
         return out
     }
 
+    /// The message sent with sequence number `seq`, found by walking the pages (for a refused
+    /// message, once).
+    func message(_ seq: UInt32) -> UnsafePointer<nlmsghdr>? {
+        for chunk in chunks {
+            var offset = 0
+            while offset + MemoryLayout<nlmsghdr>.size <= chunk.count {
+                let header = chunk.baseAddress!.advanced(by: offset).assumingMemoryBound(to: nlmsghdr.self)
+                let length = Int(header.pointee.nlmsg_len)
+                guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= chunk.count else { break }
+                if header.pointee.nlmsg_seq == seq { return header }
+                offset += (length + 3) & ~3
+            }
+        }
+        return nil
+    }
+
     /// Sends the whole batch in one sendmsg over all its pages.
     func send(on socket: NetlinkSocket) throws(BackendError) -> Int {
         let chunks = self.chunks
@@ -132,6 +151,37 @@ final class Batch {
         socket.setBuffer(send: true, bytes: bytes + 64 * 1024)
         try socket.send(iovecs)
         return bytes
+    }
+}
+
+/// Writes operations into a batch in order, with the set definitions of the table at hand.
+struct BatchWriter {
+    /// How often a consuming apply hands freed memory back: every 32 pages (64 MiB) of batch.
+    static let trimPages = 32
+
+    let batch: Batch
+    let catalogs: [TableRef: SetCatalog]
+    private var setID: UInt32 = 1
+    private var table: TableRef?
+    private var sets = SetCatalog()
+
+    init(batch: Batch, catalogs: [TableRef: SetCatalog]) {
+        self.batch = batch
+        self.catalogs = catalogs
+    }
+
+    /// Operations come table by table: the catalog is looked up when the table changes.
+    mutating func add(_ operation: Operation, index: Int) throws(BackendError) {
+        let ref = operation.table
+        if ref != table {
+            table = ref
+            sets = catalogs[ref] ?? SetCatalog()
+        }
+        do {
+            try Writer.add(operation, index: index, to: batch, nextSetID: &setID, sets: sets)
+        } catch {
+            throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
+        }
     }
 }
 

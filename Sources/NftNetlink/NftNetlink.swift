@@ -38,26 +38,56 @@ public struct NetlinkBackend: RulesetBackend {
         try sockets.withSocket { socket throws(BackendError) in try apply(transaction, generation: fixedGeneration, on: socket) }
     }
 
-    private func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?, on socket: NetlinkSocket) throws(BackendError) {
-        var generation = fixedGeneration
-        let catalogs = try setCatalogs(transaction, socket: socket, generation: &generation)
-        let batch = Batch(firstSeq: socket.nextSeq())
-        var setID: UInt32 = 1
-        // Operations come table by table: the catalog is looked up when the table changes.
-        var table: TableRef?
-        var sets = SetCatalog()
-        for (index, operation) in transaction.operations.enumerated() {
-            let ref = operation.table
-            if ref != table {
-                table = ref
-                sets = catalogs[ref] ?? SetCatalog()
+    /// `apply`, for a transaction no one else holds, such as a one-shot full sync: each operation
+    /// is released once its message is written, and the memory released is handed back to the
+    /// system every 64 MiB of batch. The rules and elements then leave as the batch grows, instead
+    /// of both being resident at full size when it is sent (at 100k services the batch is about
+    /// 500 MiB, and so is what it is made from). A refused operation is rebuilt from the message
+    /// the kernel refused (see `RefusedMessage`).
+    ///
+    /// The memory only goes if nothing else holds the operations' rules and elements: drop the
+    /// ruleset the transaction was computed from first, and pass the transaction with `consume`.
+    public func apply(consuming transaction: consuming Transaction) throws(BackendError) {
+        guard !transaction.isEmpty else { return }
+        var operations = (consume transaction).operations
+        try sockets.withSocket { socket throws(BackendError) in
+            var generation: UInt32?
+            let catalogs = try setCatalogs(operations, socket: socket, generation: &generation)
+            let batch = Batch(firstSeq: socket.nextSeq())
+            var writer = BatchWriter(batch: batch, catalogs: catalogs)
+            // Taken from the end of the reversed array, each operation is destroyed after use.
+            operations.reverse()
+            var index = 0
+            var trimAt = BatchWriter.trimPages
+            while let operation = operations.popLast() {
+                try writer.add(operation, index: index)
+                index += 1
+                if batch.pageCount >= trimAt {
+                    returnFreeMemory()
+                    trimAt += BatchWriter.trimPages
+                }
             }
-            do {
-                try Writer.add(operation, index: index, to: batch, nextSetID: &setID, sets: sets)
-            } catch {
-                throw BackendError(errno: EINVAL, operation: operation, message: "cannot express this in netlink: \(error.message)")
+            try send(batch, generation: generation, on: socket) { _, seq in
+                batch.message(seq).flatMap { RefusedMessage.operation($0, catalogs: catalogs) }
             }
         }
+    }
+
+    private func apply(_ transaction: Transaction, generation fixedGeneration: UInt32?, on socket: NetlinkSocket) throws(BackendError) {
+        var generation = fixedGeneration
+        let catalogs = try setCatalogs(transaction.operations, socket: socket, generation: &generation)
+        let batch = Batch(firstSeq: socket.nextSeq())
+        var writer = BatchWriter(batch: batch, catalogs: catalogs)
+        for (index, operation) in transaction.operations.enumerated() {
+            try writer.add(operation, index: index)
+        }
+        try send(batch, generation: generation, on: socket) { index, _ in transaction.operations[index] }
+    }
+
+    /// Ends `batch`, sends it with the generation id (`generation`, or the kernel's now), and reads
+    /// the acks; `refused` names the operation of a refused message (its index, its sequence number).
+    private func send(_ batch: Batch, generation: UInt32?, on socket: NetlinkSocket,
+                      refused: (Int, UInt32) -> Operation?) throws(BackendError) {
         batch.end()
         _ = socket.reserveSeqs(batch.messageCount - 1)
 
@@ -66,18 +96,18 @@ public struct NetlinkBackend: RulesetBackend {
         socket.setBuffer(send: false, bytes: min(max(batch.messageCount * 1024, 256 * 1024), 1 << 30))
         if let generation { batch.setGeneration(generation) } else { batch.setGeneration(try socket.generation()) }
         _ = try batch.send(on: socket)
-        try readAcks(socket, batch, transaction)
+        try readAcks(socket, batch, refused: refused)
     }
 
     /// The definitions of the sets each table's rules and elements name (see `SetCatalog`): those
     /// the transaction creates, and the kernel's for the others. Those are read only when some
     /// operation names a set the transaction does not create, after reading the generation, so
     /// that a commit by anyone in between fails the batch (ERESTART) instead of going unseen.
-    private func setCatalogs(_ transaction: Transaction, socket: NetlinkSocket,
+    private func setCatalogs(_ operations: [Operation], socket: NetlinkSocket,
                              generation: inout UInt32?) throws(BackendError) -> [TableRef: SetCatalog] {
         var created: [TableRef: SetCatalog] = [:]
         var named: [TableRef: Set<Name>] = [:]
-        for operation in transaction.operations {
+        for operation in operations {
             switch operation {
             case .addSet(let table, let set):
                 created[table, default: SetCatalog()].add(set)
@@ -103,7 +133,7 @@ public struct NetlinkBackend: RulesetBackend {
 
     /// The kernel processes the batch inside sendmsg, so every ack is queued when it returns:
     /// drain without blocking until the queue is empty.
-    private func readAcks(_ socket: NetlinkSocket, _ batch: Batch, _ transaction: Transaction) throws(BackendError) {
+    private func readAcks(_ socket: NetlinkSocket, _ batch: Batch, refused: (Int, UInt32) -> Operation?) throws(BackendError) {
         var errors: [Ack] = []
         var overrun = false
         drain: while true {
@@ -131,7 +161,7 @@ public struct NetlinkBackend: RulesetBackend {
         if let text = first.text, !text.isEmpty { message += " (\(text))" }
         if errors.count > 1 { message += "; \(errors.count - 1) more message(s) failed" }
         if overrun { message += "; further errors were lost" }
-        let operation = batch.owner(of: first.seq).map { transaction.operations[$0] }
+        let operation = batch.owner(of: first.seq).flatMap { refused($0, first.seq) }
         throw BackendError(errno: first.errno, operation: operation, message: message)
     }
 

@@ -227,7 +227,7 @@ struct TableReader {
         return order.map { elements[$0.index].element }
     }
 
-    private static func parseTable(_ message: UnsafePointer<nlmsghdr>) -> ListedTable {
+    static func parseTable(_ message: UnsafePointer<nlmsghdr>) -> ListedTable {
         let family = UnsafeRawPointer(message).load(fromByteOffset: MemoryLayout<nlmsghdr>.size, as: nfgenmsg.self).nfgen_family
         var table = ListedTable(family: family, name: "", flags: 0)
         for attribute in Attributes(message: message) {
@@ -242,7 +242,7 @@ struct TableReader {
         return table
     }
 
-    private static func parseChain(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Chain {
+    static func parseChain(_ message: UnsafePointer<nlmsghdr>, ref: TableRef) throws(BackendError) -> Chain {
         var rawName = "?"
         var hookNumber: UInt32?
         var priority: Int32 = 0

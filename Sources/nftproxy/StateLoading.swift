@@ -148,15 +148,6 @@ enum ProcessEnd {
     /// Keeps `value` alive until the process exits.
     static func keep(_ value: Any) { kept.append(value) }
 
-    /// Hands memory that is free but still mapped back to the system (glibc's `malloc_trim`,
-    /// looked up at run time: Swift's Glibc module does not declare it). Freed small objects
-    /// stay mapped otherwise, and a full sync's batch is then counted on top of them.
-    static func returnFreeMemory() {
-        typealias Trim = @convention(c) (Int) -> Int32
-        guard let symbol = dlsym(nil, "malloc_trim") else { return }  // nil: RTLD_DEFAULT
-        _ = unsafeBitCast(symbol, to: Trim.self)(0)
-    }
-
     /// Flushes standard output and exits with status 0, without tearing anything down.
     static func success(keeping value: Any) -> Never {
         keep(value)

@@ -263,6 +263,38 @@ struct NetlinkBackendTests {
         }
     }
 
+    /// A consuming apply (each operation released once it is written) loads what the borrowing
+    /// one loads, and the operation the kernel refused is rebuilt from the refused message: the
+    /// same operation, for each kind of message the writer sends.
+    @Test func consumingApplyLoadsTheSameAndNamesTheRefusedOperation() throws {
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(consuming: Transaction.diff(from: nil, to: Samples.ruleset))
+            #expect(try backend.readOurs() == sortedElements(Samples.ruleset))
+            let before = try ns.listRuleset()
+            let ref = TableRef(.ip, Naming.table)
+            let missing = TableRef(.ip, Name("missing")!)
+            let nowhere = Name("no-such-chain")!
+            let refusals: [NftIR.Operation] = [
+                .addRule(ref, chain: Name("services")!, Rule([.lookup([.daddr], set: Name("cluster-ips")!), .verdict(.jump(nowhere))], comment: Comment("refused"))),
+                .addElements(ref, set: Name("service-ips")!, [Element([.address(IPAddress("172.30.0.41")!), .proto(.tcp), .port(81)], verdict: .goto(nowhere), comment: Comment("ns1/x:y"))]),
+                .deleteElements(ref, set: Name("cluster-ips")!, [Element([.address(IPAddress("10.99.9.9")!)])]),
+                .addChain(missing, Name("c")!, BaseChain(type: .nat, hook: .prerouting, priority: Priority(.dstnat))),
+                .addSet(missing, NamedSet(Name("s")!, key: [.address(.ip), .inetService], comment: Comment("a set"))),
+                .flushChain(ref, nowhere),
+                .deleteChain(ref, nowhere),
+                .deleteSet(ref, Name("no-such-set")!),
+                .deleteTable(missing),
+            ]
+            for bad in refusals {
+                let transaction = Transaction([.addChain(ref, Name("extra")!, nil), bad, .addChain(ref, Name("after")!, nil)])
+                let error = try #require(throws: BackendError.self) { try backend.apply(consuming: transaction) }
+                #expect(error.operation == bad, "\(error)")
+                #expect(try ns.listRuleset() == before)
+            }
+        }
+    }
+
     /// When every message of a large batch fails, every error ack is still read (the receive
     /// buffer is sized for it) and the first one is reported.
     @Test func everyErrorOfALargeBatchIsRead() throws {
