@@ -166,7 +166,18 @@ func freePorts(_ count: Int) -> [Int] {
 /// 127.0.0.1:`port` (from /proc/net/tcp); nil when there is no such socket yet. Zero once the
 /// server has accepted the connection and read everything sent to it.
 func unreadBytes(atServerPort port: Int) -> Int? {
-    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    // Read to the end: a /proc file reports size 0, and one read returns a page of it at most.
+    let fd = open("/proc/net/tcp", O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { break }
+        bytes += chunk[..<count]
+    }
+    let table = String(decoding: bytes, as: UTF8.self)
     let local = String(format: "0100007F:%04X", port)
     var total: Int?
     for line in table.split(separator: "\n").dropFirst() {
