@@ -216,41 +216,52 @@ public actor SyncController {
         let compilation = RuleCompiler.compile(state, config: config)
         var next = compilation.assembly!
         var transaction = Transaction()
-        do {
-            var current: Ruleset
-            var replace = false
-            do {
-                current = try backend.readOurs()
+        // The claim index the next partial sync needs is built on the other core meanwhile
+        // (1.5 s at 100k services, which the first change after a full sync used to wait for).
+        let (outcome, prepared) = inParallel(if: hasSeveralCPUs, { () -> BackendError? in
+            do throws(BackendError) {
+                var current: Ruleset
+                var replace = false
+                do {
+                    current = try backend.readOurs()
+                } catch {
+                    // Our tables hold something we never write: replace them whole, in the same batch.
+                    logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
+                    current = Ruleset()
+                    replace = true
+                }
+                transaction = Transaction.diff(from: current, to: compilation.ruleset)
+                // A full sync that must change rules nobody asked to change found someone else's edit.
+                if !replace && !repairReported && !transaction.isEmpty && assembly?.describesSameRules(as: next) == true {
+                    metrics.increment(.driftRepairs)
+                    logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
+                        "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
+                    ])
+                }
+                if replace {
+                    let tables = (try? backend.ourTables()) ?? []
+                    transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
+                } else {
+                    transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients,
+                                                                      keep: compilation.affinity.keeps)
+                }
+                if !transaction.isEmpty { try backend.apply(transaction) }
+                lastGeneration = try? backend.generation()
+                return nil
             } catch {
-                // Our tables hold something we never write: replace them whole, in the same batch.
-                logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
-                current = Ruleset()
-                replace = true
+                return error
             }
-            transaction = Transaction.diff(from: current, to: compilation.ruleset)
-            // A full sync that must change rules nobody asked to change found someone else's edit.
-            if !replace && !repairReported && !transaction.isEmpty && assembly?.describesSameRules(as: next) == true {
-                metrics.increment(.driftRepairs)
-                logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
-                    "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
-                ])
-            }
-            if replace {
-                let tables = (try? backend.ourTables()) ?? []
-                transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
-            } else {
-                transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients,
-                                                                  keep: compilation.affinity.keeps)
-            }
-            if !transaction.isEmpty { try backend.apply(transaction) }
-            lastGeneration = try? backend.generation()
-        } catch {
-            failed(error, transaction: transaction, full: true)
+        }, and: { () -> RulesetAssembly in
+            var prepared = next
+            prepared.prepare()
+            return prepared
+        })
+        if let outcome {
+            failed(outcome, transaction: transaction, full: true)
             return
         }
+        next = prepared
         let previous = assembly.map { Array($0.fragments.values) }
-        // Index the claims now, so the first partial sync does not pay for it.
-        next.prepare()
         assembly = next
         let finished = ContinuousClock.now
         lastFull = finished

@@ -103,7 +103,7 @@ public struct RulesetAssembly: Sendable {
             for fragment in [old, new].compactMap({ $0 }) {
                 for placed in fragment.elements {
                     let key = ElementKey(space: ClaimSpace(family: placed.table.family, set: placed.set), key: placed.element.key)
-                    if holdersBefore[key] == nil { holdersBefore[key] = .some(index.holder(key)) }
+                    if holdersBefore[key] == nil { holdersBefore[key] = .some(index.holder(key, in: fragments)) }
                 }
                 for table in fragment.tables where populationBefore[table] == nil { populationBefore[table] = index.population[table] ?? 0 }
             }
@@ -143,7 +143,7 @@ public struct RulesetAssembly: Sendable {
         for (key, chain) in chainsBefore { touch(key.table); parts[key.table]!.before.chains.append(chain) }
         for (key, chain) in chainsAfter { touch(key.table); parts[key.table]!.after.chains.append(chain) }
         for (key, before) in holdersBefore {
-            let after = index.holder(key)
+            let after = index.holder(key, in: fragments)
             guard before != after else { continue }
             if let before { place(before.element, in: key.space.set, of: before.table, after: false) }
             if let after { place(after.element, in: key.space.set, of: after.table, after: true) }
@@ -474,18 +474,52 @@ extension AffinityTargets {
 
 /// Every claim on every key of the shared sets, with the holder first, and the counts the agent
 /// needs between full syncs: maintained fragment by fragment.
+///
+/// A claim is a service (by number) and the position of the element among its fragment's
+/// elements; the element itself stays in the fragment. At 100k services the index holds a
+/// million keys, and the agent builds it after every full sync: with each claim holding its
+/// service, table and element, in an array per key, in a dictionary per set, that took 2.3 s
+/// (the first change after a full sync waited for it) and 200 MiB.
 private struct ClaimIndex: Sendable {
     private struct Claim: Sendable {
-        var service: ObjectRef
+        var service: Int32
         /// Position among the service's elements: its ports claim in order.
-        var order: Int
-        var table: TableRef
-        var element: Element
-
-        func precedes(_ other: Claim) -> Bool { (service, order) < (other.service, other.order) }
+        var order: Int32
     }
 
-    private var claims: [RulesetAssembly.ClaimSpace: [[KeyValue]: [Claim]]] = [:]
+    /// The claims on one key, first in service order first. Most keys have one, held inline.
+    private enum Holders: Sendable {
+        case none
+        case one(Claim)
+        case several([Claim])
+
+        var first: Claim? {
+            switch self {
+            case .none: nil
+            case .one(let claim): claim
+            case .several(let claims): claims.first
+            }
+        }
+    }
+
+    /// A claimed key: its claim space by number, hashed as `ClaimTable` hashes (hashing two
+    /// names and the key value by value per element cost more than the rest of the index).
+    private struct Key: Hashable {
+        var space: Int
+        var key: [KeyValue]
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(space)
+            key.hashWords(into: &hasher)
+        }
+    }
+
+    private var spaces: [RulesetAssembly.ClaimSpace: Int] = [:]
+    private var claims: [Key: Holders] = [:]
+    /// Services by number, and numbers by service; a removed service's number is reused.
+    private var services: [ObjectRef] = []
+    private var numbers: [ObjectRef: Int32] = [:]
+    private var unused: [Int32] = []
     /// How many fragments put something in each table.
     private(set) var population: [TableRef: Int] = [:]
     /// How many fragments have rules in each family.
@@ -493,33 +527,83 @@ private struct ClaimIndex: Sendable {
     private(set) var healthChecks: [ObjectRef: HealthCheck] = [:]
     private(set) var noLocalEndpoints: (internal: Int, external: Int) = (0, 0)
 
-    init(_ fragments: some Sequence<ServiceFragment>) {
+    init(_ fragments: some Collection<ServiceFragment>) {
+        claims.reserveCapacity(fragments.reduce(0) { $0 + $1.elements.count })
+        services.reserveCapacity(fragments.count)
+        numbers.reserveCapacity(fragments.count)
         for fragment in fragments { add(fragment) }
     }
 
-    func holder(_ key: RulesetAssembly.ElementKey) -> RulesetAssembly.Held? {
-        claims[key.space]?[key.key]?.first.map { RulesetAssembly.Held(table: $0.table, element: $0.element) }
+    /// The element that holds `key`, read from `fragments`: those this index was built from.
+    func holder(_ key: RulesetAssembly.ElementKey, in fragments: [ObjectRef: ServiceFragment]) -> RulesetAssembly.Held? {
+        guard let space = spaces[key.space], let claim = claims[Key(space: space, key: key.key)]?.first,
+              let fragment = fragments[services[Int(claim.service)]] else { return nil }
+        let placed = fragment.elements[Int(claim.order)]
+        return RulesetAssembly.Held(table: placed.table, element: placed.element)
+    }
+
+    /// The keys of a fragment's elements, in order; a fragment's elements go to a handful of sets.
+    private mutating func keys(_ fragment: ServiceFragment) -> [Key] {
+        var recent: [(table: TableRef, set: Name, space: Int)] = []
+        return fragment.elements.map { placed in
+            if let known = recent.first(where: { $0.set == placed.set && $0.table == placed.table }) {
+                return Key(space: known.space, key: placed.element.key)
+            }
+            let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
+            let number = spaces[space, default: spaces.count]
+            spaces[space] = number
+            recent.append((placed.table, placed.set, number))
+            return Key(space: number, key: placed.element.key)
+        }
+    }
+
+    private func precedes(_ a: Claim, _ b: Claim) -> Bool {
+        (services[Int(a.service)], a.order) < (services[Int(b.service)], b.order)
     }
 
     mutating func add(_ fragment: ServiceFragment) {
-        for (order, placed) in fragment.elements.enumerated() {
-            let claim = Claim(service: fragment.service, order: order, table: placed.table, element: placed.element)
-            let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
-            var holders = claims[space]?[placed.element.key] ?? []
-            let position = holders.firstIndex { claim.precedes($0) } ?? holders.count
-            holders.insert(claim, at: position)
-            claims[space, default: [:]][placed.element.key] = holders
+        let service: Int32
+        if let number = unused.popLast() {
+            service = number
+            services[Int(number)] = fragment.service
+        } else {
+            service = Int32(services.count)
+            services.append(fragment.service)
+        }
+        numbers[fragment.service] = service
+        for (order, key) in keys(fragment).enumerated() {
+            let claim = Claim(service: service, order: Int32(order))
+            let position = claims.index(forKey: key)
+            switch position.map({ claims.values[$0] }) {
+            case nil, .none?:
+                claims[key] = .one(claim)
+            case .one(let held)?:
+                claims.values[position!] = .several(precedes(claim, held) ? [claim, held] : [held, claim])
+            case .several(var held)?:
+                claims.values[position!] = .none  // `held` is then the array's only holder, and grows in place
+                held.insert(claim, at: held.firstIndex { precedes(claim, $0) } ?? held.count)
+                claims.values[position!] = .several(held)
+            }
         }
         count(fragment, by: 1)
     }
 
     mutating func remove(_ fragment: ServiceFragment) {
-        for placed in fragment.elements {
-            let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
-            guard var holders = claims[space]?[placed.element.key] else { continue }
-            holders.removeAll { $0.service == fragment.service }
-            claims[space]?[placed.element.key] = holders.isEmpty ? nil : holders
+        guard let service = numbers.removeValue(forKey: fragment.service) else { return }
+        for key in keys(fragment) {
+            guard let position = claims.index(forKey: key) else { continue }
+            switch claims.values[position] {
+            case .none:
+                claims.remove(at: position)
+            case .one(let held):
+                if held.service == service { claims.remove(at: position) }
+            case .several(var held):
+                claims.values[position] = .none
+                held.removeAll { $0.service == service }
+                claims.values[position] = held.count > 1 ? .several(held) : .one(held[0])
+            }
         }
+        unused.append(service)
         count(fragment, by: -1)
     }
 
