@@ -336,6 +336,7 @@ private struct Walk {
             case .thDport, .dport: .port(port)
             case .ctOriginalDaddr: .address(connection.destination)
             case .ctOriginalProtoDst: .port(connection.port)
+            case .maskedDaddr(let bits): .address(destination.masked(by: Selector.lowBitsMask(bits, family)))
             }
         }
     }
