@@ -359,7 +359,9 @@ private struct Walk {
     }
 
     func masqueradeReasonFor(_ rule: Rule, chain: Chain) -> String {
-        if chain.name == Naming.masquerading { return "hairpin: the endpoint reached itself through the service" }
+        if chain.name == Naming.masquerading || Naming.isHairpinBucketChain(chain.name) {
+            return "hairpin: the endpoint reached itself through the service"
+        }
         if rule.statements.contains(where: { if case .address(.saddr, _, true) = $0 { true } else { false } }) {
             return "the client is outside the cluster CIDR"
         }
