@@ -336,6 +336,7 @@ private struct Walk {
             case .thDport, .dport: .port(port)
             case .ctOriginalDaddr: .address(connection.destination)
             case .ctOriginalProtoDst: .port(connection.port)
+            case .maskedDaddr(let bits): .address(destination.masked(by: Selector.lowBitsMask(bits, family)))
             }
         }
     }
@@ -358,7 +359,9 @@ private struct Walk {
     }
 
     func masqueradeReasonFor(_ rule: Rule, chain: Chain) -> String {
-        if chain.name == Naming.masquerading { return "hairpin: the endpoint reached itself through the service" }
+        if chain.name == Naming.masquerading || Naming.isHairpinBucketChain(chain.name) {
+            return "hairpin: the endpoint reached itself through the service"
+        }
         if rule.statements.contains(where: { if case .address(.saddr, _, true) = $0 { true } else { false } }) {
             return "the client is outside the cluster CIDR"
         }

@@ -113,6 +113,25 @@ public enum Naming {
     public static let noEndpointServices = Name("no-endpoint-services")!
     public static let noEndpointNodePorts = Name("no-endpoint-nodeports")!
     public static let hairpin = Name("hairpin-endpoints")!
+    /// A large hairpin set is split in buckets by the endpoint address's low bits (see
+    /// `RulesetAssembly`); this verdict map sends `ip daddr & mask` to the bucket's chain.
+    public static let hairpinBuckets = Name("hairpin-buckets")!
+
+    /// Hairpin bucket `index` of `count`: its set `hairpin-endpoints-K` and its chain `hairpin-K`,
+    /// K zero-padded to the digits of `count - 1` (so they list in bucket order).
+    public static func hairpinBucket(_ index: Int, of count: Int) -> (set: Name, chain: Name) {
+        let number = String(index), width = String(count - 1).count
+        let padded = String(repeating: "0", count: max(0, width - number.count)) + number
+        return (Name("hairpin-endpoints-" + padded)!, Name("hairpin-" + padded)!)
+    }
+
+    /// Whether a chain is a hairpin bucket's (`hairpin-K`).
+    public static func isHairpinBucketChain(_ name: Name) -> Bool {
+        let text = name.rawValue.utf8
+        guard text.starts(with: "hairpin-".utf8) else { return false }
+        let digits = text.dropFirst(8)
+        return !digits.isEmpty && digits.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
     /// Session affinity: client . destination . protocol . port → the backend it got; entries
     /// outlive their `affinity-clients` twin by 100 ms.
     public static let affinity = Name("affinity")!

@@ -119,6 +119,17 @@ public enum Selector: Sendable, Hashable {
     case ctOriginalDaddr
     /// `ct original proto-dst`: the destination port before DNAT; needs a preceding `meta l4proto` match.
     case ctOriginalProtoDst
+    /// `ip daddr & 0.0.0.255`: the destination's low `lowBits` bits, the others cleared (which
+    /// picks a hairpin bucket, see `RulesetAssembly`). A bit count, not a mask address: every
+    /// statement holds its selectors inline, and an address here would make them all larger.
+    case maskedDaddr(lowBits: UInt8)
+
+    /// The mask `maskedDaddr(lowBits:)` applies, as an address of `family` (`0.0.0.255`, `::1ff`).
+    public static func lowBitsMask(_ bits: UInt8, _ family: Family) -> IPAddress {
+        let low: UInt64 = bits >= 64 ? .max : (1 << UInt64(bits)) - 1
+        let high: UInt64 = bits <= 64 ? 0 : bits >= 128 ? .max : (1 << UInt64(bits - 64)) - 1
+        return family == .ip ? IPAddress(ipv4: UInt32(truncatingIfNeeded: bits >= 32 ? UInt64(UInt32.max) : low)) : IPAddress(ipv6High: high, low: low)
+    }
 }
 
 /// A value a statement writes: a packet field, or a constant (`10.180.0.1 . 80`).

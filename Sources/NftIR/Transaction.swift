@@ -144,8 +144,10 @@ public struct Transaction: Sendable, Hashable {
             if !added.isEmpty { additions.append(.addElements(ref, set: set.name, added)) }
         }
         ops += additions
-        ops += removedChains.map { .deleteChain(ref, $0.name) }
+        // Sets before chains: a map that goes may still jump to a chain that goes (the hairpin
+        // buckets' map), and no rule uses it any more (its chains were flushed or rewritten).
         ops += old.sets.filter { !newSetNames.contains($0.name) }.map { .deleteSet(ref, $0.name) }
+        ops += removedChains.map { .deleteChain(ref, $0.name) }
         return ops
     }
 

@@ -226,7 +226,9 @@ protocol ExpressionSink {
     mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?)
     mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32)
     mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue)
-    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue)
+    /// `op`: NFTA_BITWISE_OP where nft sends it (for `&`, `|` and `^` it wrote; a prefix or a flag
+    /// test leaves it out). The kernel reads a missing op as NFT_BITWISE_MASK_XOR, and dumps it either way.
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue, op: UInt32?)
     mutating func byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32)
     mutating func lookup(sreg: UInt32, dreg: UInt32?, set: Name, flags: UInt32)
     mutating func dynset(op: UInt32, sregKey: UInt32, sregData: UInt32?, set: Name, timeout: UInt64)
@@ -236,6 +238,13 @@ protocol ExpressionSink {
     mutating func nat(type: UInt32, family: UInt32, addrMin: UInt32, protoMin: UInt32, flags: UInt32)
     mutating func masq(flags: UInt32)
     mutating func reject(type: UInt32, code: UInt8)
+}
+
+extension ExpressionSink {
+    /// A bitwise without NFTA_BITWISE_OP.
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue) {
+        bitwise(sreg: sreg, dreg: dreg, mask: mask, xor: xor, op: nil)
+    }
 }
 
 /// The expressions of a statement or rule as values.
@@ -250,7 +259,8 @@ struct ExpressionList: ExpressionSink {
     mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?) { expressions.append(.ct(key: key, dreg: dreg, direction: direction)) }
     mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32) { expressions.append(.fib(flags: flags, result: result, dreg: dreg)) }
     mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue) { expressions.append(.cmp(sreg: sreg, op: op, data: data.bytes)) }
-    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue) {
+    /// The op is not kept: a dump has it whether it was sent or not (`DumpDecoder.expression`).
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue, op: UInt32?) {
         expressions.append(.bitwise(sreg: sreg, dreg: dreg, mask: mask.bytes, xor: xor.bytes))
     }
     mutating func byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32) {
@@ -308,6 +318,19 @@ enum Lowering {
         case .ctOriginalProtoDst:
             sink.ct(key: K.ctProtoDst, dreg: dreg, direction: K.ctDirOriginal)
             return 1
+        case .maskedDaddr(let bits):
+            // nft loads the whole address and masks it in place (never a shorter load), with an explicit op.
+            let length = family.ipFamily.addressLength
+            sink.payload(base: K.networkHeader, offset: addressOffset(.daddr, family)!, length: UInt32(length), dreg: dreg)
+            sink.bitwise(sreg: dreg, dreg: dreg, mask: RegisterValue(Selector.lowBitsMask(bits, family)), xor: RegisterValue(zeros: length), op: K.bitwiseMaskXor)
+            return addressSlots
+        }
+    }
+
+    /// A mask keeps at least one bit, and at most the family's address has.
+    static func check(_ selector: Selector, family: Family) throws(LoweringError) {
+        if case .maskedDaddr(let bits) = selector, bits == 0 || Int(bits) > family.ipFamily.maxPrefixLength {
+            throw LoweringError(message: "\(family.rawValue) daddr masked to its low \(bits) bits")
         }
     }
 
@@ -320,6 +343,7 @@ enum Lowering {
         guard !selectors.isEmpty else { throw LoweringError(message: "a lookup needs at least one selector") }
         var slot = start
         for selector in selectors {
+            try check(selector, family: family)
             let used = load(selector, family: family, slot: slot, into: &sink)
             if hostToNetwork && selector == .l4proto {
                 let register = Register.number(slot: slot)
@@ -421,6 +445,7 @@ enum Lowering {
             for operand in data {
                 switch operand {
                 case .field(let selector):
+                    try check(selector, family: family)
                     slot += load(selector, family: family, slot: slot, into: &sink)
                 case .value(let value):
                     // nft writes a constant into its slot with an immediate, in network byte order.

@@ -69,10 +69,11 @@ extension MessageWriter: ExpressionSink {
         close(nests)
     }
 
-    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue) {
+    mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue, op: UInt32?) {
         let nests = open("bitwise")
         u32(NFTA_BITWISE_SREG, sreg)
         u32(NFTA_BITWISE_DREG, dreg)
+        if let op { u32(NFTA_BITWISE_OP, op) }
         u32(NFTA_BITWISE_LEN, UInt32(mask.count))
         putData(A.id(NFTA_BITWISE_MASK), value: mask)
         putData(A.id(NFTA_BITWISE_XOR), value: xor)

@@ -124,7 +124,11 @@ public struct NetlinkBackend: RulesetBackend {
         var catalogs = created
         for (table, names) in named.sorted(by: { $0.key < $1.key }) where !names.isSubset(of: created[table]?.names ?? []) {
             if generation == nil { generation = try socket.generation() }
-            var catalog = SetCatalog(try TableReader(socket: socket).readSets(table))
+            // A change names a few sets: those are asked for one by one rather than dumping all
+            // of a table's (a few hundred in a node table with hairpin buckets).
+            let missing = names.subtracting(created[table]?.names ?? [])
+            let reader = TableReader(socket: socket)
+            var catalog = SetCatalog(missing.count <= 16 ? try reader.readSets(table, named: missing.sorted()) : try reader.readSets(table))
             if let ours = created[table] { catalog.add(contentsOf: ours) }  // what the batch (re)creates wins
             catalogs[table] = catalog
         }

@@ -112,6 +112,14 @@ enum Raising {
                 slot = dreg
             case .byteorder:
                 continue  // part of an interval set's key; the lowering puts it back
+            case .bitwise(let sreg, let dreg, let mask, let xor):
+                // `ip daddr & 0.0.0.255`: the address just loaded, its low bits kept in its own register.
+                let bits = UInt8(mask.reduce(0) { $0 + $1.nonzeroBitCount })
+                guard sreg == dreg, let last = loads.last, last.operand == .field(.daddr), Register.slot(dreg) == last.slot,
+                      xor.allSatisfy({ $0 == 0 }), mask.count == family.ipFamily.addressLength,
+                      IPAddress(bytes: mask) == Selector.lowBitsMask(bits, family) else { return nil }
+                loads[loads.count - 1].operand = .field(.maskedDaddr(lowBits: bits))
+                continue
             case .immediateData(let dreg, let bytes):
                 // A constant in an update's data (`: 10.180.0.1 . 80`).
                 guard let value = ElementKey.decode(bytes, types: [bytes.count == 2 ? .inetService : .address(family)])?.first else { return nil }

@@ -207,6 +207,25 @@ struct TableReader {
         return sets
     }
 
+    /// Some of the table's sets and maps, without their elements, one NFT_MSG_GETSET each; one
+    /// that does not exist is left out. A table can hold hundreds of sets (the node table's
+    /// hairpin buckets), all of which a dump reads, where a change names a few.
+    func readSets(_ ref: TableRef, named names: [Name]) throws(BackendError) -> [NamedSet] {
+        var sets: [NamedSet] = []
+        for name in names {
+            do {
+                try socket.request(NFT_MSG_GETSET, family: ref.family.nfproto, dump: false,
+                                   (UInt16(NFTA_SET_TABLE.rawValue), ref.name.rawValue),
+                                   (UInt16(NFTA_SET_NAME.rawValue), name.rawValue)) { message throws(BackendError) in
+                    sets.append(try SetDecoder.set(message, table: ref))
+                }
+            } catch where error.errno == ENOENT {
+                continue
+            }
+        }
+        return sets
+    }
+
     /// Elements come back in the set backend's (hash) order; they are returned sorted by key,
     /// the order the compiler produces and `nft list` prints.
     private func readElements(of set: NamedSet, ref: TableRef, decoder: inout DumpDecoder) throws(BackendError) -> [Element] {

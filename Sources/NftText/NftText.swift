@@ -376,6 +376,10 @@ extension TextBuffer {
             append(" daddr")
         case .ctOriginalProtoDst:
             append("ct original proto-dst")
+        case .maskedDaddr(let bits):
+            append(family)
+            append(" daddr & ")
+            append(Selector.lowBitsMask(bits, family))
         }
     }
 

@@ -15,6 +15,15 @@ public struct RulesetAssembly: Sendable {
     public private(set) var fragments: [ObjectRef: ServiceFragment] = [:]
     /// Who claims what, for `replace`: built on first use, so a one-shot compile never pays for it.
     private var index: ClaimIndex?
+    /// The node tables' sets without their elements, and where each one is, by family and hairpin
+    /// bucket count: every `replace` starts its parts of the node table from them, and with
+    /// hairpin buckets they are a few hundred.
+    private var emptyNodeTables: [NodeTableKey: (table: Table, positions: [Name: Int])] = [:]
+
+    private struct NodeTableKey: Hashable {
+        var family: Family
+        var hairpinBuckets: Int
+    }
 
     struct SetSlot: Hashable {
         var table: TableRef
@@ -91,6 +100,7 @@ public struct RulesetAssembly: Sendable {
         self.index = nil
         defer { self.index = index }
         let familiesBefore = Family.allCases.filter { hasTables($0, index) }
+        let bucketsBefore = Dictionary(uniqueKeysWithValues: Family.allCases.map { ($0, Self.hairpinBuckets(index.keyCount(hairpinSpace($0)))) })
         var holdersBefore: [ElementKey: Held?] = [:]
         var populationBefore: [TableRef: Int] = [:]
         var chainsBefore: [ChainKey: Chain] = [:]
@@ -121,6 +131,10 @@ public struct RulesetAssembly: Sendable {
             }
         }
         guard Family.allCases.filter({ hasTables($0, index) }) == familiesBefore else { return nil }
+        let bucketsAfter = Dictionary(uniqueKeysWithValues: Family.allCases.map { ($0, Self.hairpinBuckets(index.keyCount(hairpinSpace($0)))) })
+        // Crossing a bucket-count threshold rebuilds the family's hairpin part (below): every
+        // hairpin element moves, and the masquerading chain's first rule changes.
+        let rebuilt = Set(Family.allCases.filter { bucketsBefore[$0] != bucketsAfter[$0] })
 
         // Shard tables come and go with their services; the node tables with their family (above).
         let shards = populationBefore.filter { $0.key.name != Naming.table }
@@ -128,29 +142,85 @@ public struct RulesetAssembly: Sendable {
         let deleted = Set(shards.filter { $0.value > 0 && (index.population[$0.key] ?? 0) == 0 }.keys)
 
         // The touched part of each table, before and after; the table diff orders the operations.
+        // A part holds only the sets something is placed in (on both sides, where the layout
+        // has them), so a change pays for the sets it touches, not for every set of the table.
         var parts: [TableRef: (before: Table, after: Table)] = [:]
+        // Each table's empty sets before and after, and where each set is in each part.
+        var layouts: [TableRef: (before: (table: Table, positions: [Name: Int]), after: (table: Table, positions: [Name: Int]))] = [:]
+        var included: [TableRef: (before: [Name: Int], after: [Name: Int])] = [:]
         func touch(_ table: TableRef) {
             guard parts[table] == nil else { return }
-            let skeleton = skeleton(table)
-            let empty = Table(family: table.family, name: table.name, comment: skeleton.comment, sets: skeleton.sets.map(\.withoutElements))
+            let before = emptyTable(table, hairpinBuckets: bucketsBefore[table.family]!)
+            let after = bucketsAfter[table.family] == bucketsBefore[table.family] ? before : emptyTable(table, hairpinBuckets: bucketsAfter[table.family]!)
+            let empty = Table(family: table.family, name: table.name, comment: before.table.comment)
             parts[table] = (empty, empty)
+            layouts[table] = (before, after)
+            included[table] = ([:], [:])
+        }
+        func include(_ set: Name, of table: TableRef) {
+            touch(table)
+            if included[table]!.before[set] == nil, let position = layouts[table]!.before.positions[set] {
+                included[table]!.before[set] = parts[table]!.before.sets.count
+                parts[table]!.before.sets.append(layouts[table]!.before.table.sets[position])
+            }
+            if included[table]!.after[set] == nil, let position = layouts[table]!.after.positions[set] {
+                included[table]!.after[set] = parts[table]!.after.sets.count
+                parts[table]!.after.sets.append(layouts[table]!.after.table.sets[position])
+            }
         }
         func place(_ element: Element, in set: Name, of table: TableRef, after: Bool) {
-            touch(table)
-            guard let index = parts[table]!.before.sets.firstIndex(where: { $0.name == set }) else { return }
+            let buckets = (after ? bucketsAfter : bucketsBefore)[table.family] ?? 1
+            let set = set == Naming.hairpin && buckets > 1 ? Naming.hairpinBucket(Self.hairpinBucket(of: element, buckets), of: buckets).set : set
+            include(set, of: table)
+            guard let index = after ? included[table]!.after[set] : included[table]!.before[set] else { return }
             if after { parts[table]!.after.sets[index].elements.append(element) } else { parts[table]!.before.sets[index].elements.append(element) }
         }
         for (key, chain) in chainsBefore { touch(key.table); parts[key.table]!.before.chains.append(chain) }
         for (key, chain) in chainsAfter { touch(key.table); parts[key.table]!.after.chains.append(chain) }
-        for (key, before) in holdersBefore {
+        for (key, before) in holdersBefore where !(key.space.set == Naming.hairpin && rebuilt.contains(key.space.family)) {
             let after = index.holder(key, in: fragments)
             guard before != after else { continue }
             if let before { place(before.element, in: key.space.set, of: before.table, after: false) }
             if let after { place(after.element, in: key.space.set, of: after.table, after: true) }
         }
+        for family in rebuilt.sorted() {
+            // The whole hairpin part, before and after: the masquerading and bucket chains, the
+            // hairpin sets and bucket map of both layouts (the map with its elements), and every
+            // hairpin element (the untouched ones are held as they were).
+            let table = TableRef(family, Naming.table), space = hairpinSpace(family)
+            touch(table)
+            for (after, buckets) in [(false, bucketsBefore[family]!), (true, bucketsAfter[family]!)] {
+                let skeleton = skeleton(table, hairpinBuckets: buckets)
+                for set in skeleton.sets where set.name == Naming.hairpinBuckets || set.name.rawValue.hasPrefix(Naming.hairpin.rawValue) {
+                    include(set.name, of: table)
+                }
+                var part = after ? parts[table]!.after : parts[table]!.before
+                part.chains += skeleton.chains.filter { $0.name == Naming.masquerading || Naming.isHairpinBucketChain($0.name) }
+                if let map = skeleton.set(Naming.hairpinBuckets), let index = (after ? included[table]!.after : included[table]!.before)[map.name] {
+                    part.sets[index].elements = map.elements
+                }
+                if after { parts[table]!.after = part } else { parts[table]!.before = part }
+            }
+            for (key, holder) in index.holders(space, in: fragments) {
+                if let before = holdersBefore[ElementKey(space: space, key: key)] {
+                    if let before { place(before.element, in: Naming.hairpin, of: table, after: false) }
+                } else {
+                    place(holder.element, in: Naming.hairpin, of: table, after: false)
+                }
+                place(holder.element, in: Naming.hairpin, of: table, after: true)
+            }
+            for (key, before) in holdersBefore where key.space == space && index.holder(key) == nil {
+                if let before { place(before.element, in: Naming.hairpin, of: table, after: false) }
+            }
+        }
+        // The sets in table order, so the operations come in the same order every time.
+        for (table, layout) in layouts {
+            parts[table]!.before.sets.sort { layout.before.positions[$0.name]! < layout.before.positions[$1.name]! }
+            parts[table]!.after.sets.sort { layout.after.positions[$0.name]! < layout.after.positions[$1.name]! }
+        }
 
         var ops: [Operation] = []
-        for table in created.sorted() { ops += Transaction.creating(skeleton(table)) }
+        for table in created.sorted() { ops += Transaction.creating(skeleton(table, hairpinBuckets: 1)) }
         for table in parts.keys.sorted() where !deleted.contains(table) {
             let (before, after) = parts[table]!
             ops += Transaction.diff(before.inOrder, after.inOrder)
@@ -159,9 +229,54 @@ public struct RulesetAssembly: Sendable {
         return ops
     }
 
+    /// A table's sets without elements (and where each is), as `replace` starts its parts.
+    private mutating func emptyTable(_ ref: TableRef, hairpinBuckets buckets: Int) -> (table: Table, positions: [Name: Int]) {
+        let key = NodeTableKey(family: ref.family, hairpinBuckets: buckets)
+        if ref.name == Naming.table, let known = emptyNodeTables[key] { return known }
+        let skeleton = skeleton(ref, hairpinBuckets: buckets)
+        let table = Table(family: ref.family, name: ref.name, comment: skeleton.comment, sets: skeleton.sets.map(\.withoutElements))
+        let empty = (table, Dictionary(uniqueKeysWithValues: table.sets.enumerated().map { ($1.name, $0) }))
+        if ref.name == Naming.table { emptyNodeTables[key] = empty }
+        return empty
+    }
+
     /// Whether a family has tables: the node uses it, or some service has rules in it.
     private func hasTables(_ family: Family, _ index: ClaimIndex) -> Bool {
         (index.familyPopulation[family] ?? 0) > 0 || facts.uses(family.ipFamily)
+    }
+
+    private func hairpinSpace(_ family: Family) -> ClaimSpace { ClaimSpace(family: family, set: Naming.hairpin) }
+
+    // MARK: - Hairpin buckets
+
+    /// Up to this many hairpin elements in a family, they are in the one set `hairpin-endpoints`.
+    ///
+    /// A larger set is split in buckets: reading a set back (read-back, drift check, `diff`)
+    /// dumps its elements, and the kernel restarts a set dump's hash walk for every 32 KiB
+    /// datagram and skips what it already sent, so one set of 500k elements costs quadratic
+    /// time (a third of the read-back at 100k services × 10 endpoints). Each bucket has its own
+    /// set and chain; the masquerading chain dispatches on the address's low bits through the
+    /// verdict map `hairpin-buckets`. Still a bounded number of sets, each bound from one rule.
+    public static let hairpinBucketThreshold = 4096
+    /// Elements per bucket, on average, at most.
+    public static let hairpinBucketSize = 2048
+
+    /// How many buckets a family's `count` hairpin elements go to: 1 (the single set) up to the
+    /// threshold, then the smallest power of two that keeps the average bucket within its size.
+    /// Only the assembly knows the count, so only it decides; fragments place their elements
+    /// in `hairpin-endpoints`, and the assembly moves them to their buckets.
+    public static func hairpinBuckets(_ count: Int) -> Int {
+        guard count > hairpinBucketThreshold else { return 1 }
+        var buckets = 2
+        while buckets * hairpinBucketSize < count { buckets *= 2 }
+        return buckets
+    }
+
+    /// The bucket of a hairpin element (`A . A`): its address's low bits, which spreads
+    /// consecutive pod addresses evenly.
+    static func hairpinBucket(of element: Element, _ buckets: Int) -> Int {
+        guard case .address(let ip) = element.key.first else { return 0 }
+        return Int(ip.low & UInt64(buckets - 1))
     }
 
     // MARK: - The whole ruleset
@@ -259,11 +374,23 @@ public struct RulesetAssembly: Sendable {
         }
         var tables: [Table] = []
         for family in Family.allCases where families.contains(family) {
+            let hairpinSlot = slots[SetSlot(table: TableRef(family, Naming.table), set: Naming.hairpin)]
+            let buckets = Self.hairpinBuckets(hairpinSlot.map { held[$0].count } ?? 0)
             for ref in [TableRef(family, Naming.table)] + shards.filter({ $0.family == family }).sorted() {
-                var table = skeleton(ref)
+                var table = skeleton(ref, hairpinBuckets: buckets)
+                if buckets > 1, ref.name == Naming.table, let hairpinSlot,
+                   let first = table.sets.firstIndex(where: { $0.name == Naming.hairpinBucket(0, of: buckets).set }) {
+                    // The bucket sets follow each other in bucket order; each is sized once.
+                    var sizes = [Int](repeating: 0, count: buckets)
+                    for element in held[hairpinSlot] { sizes[Self.hairpinBucket(of: element, buckets)] += 1 }
+                    for (bucket, size) in sizes.enumerated() { table.sets[first + bucket].elements.reserveCapacity(size) }
+                    for element in held[hairpinSlot] { table.sets[first + Self.hairpinBucket(of: element, buckets)].elements.append(element) }
+                    held[hairpinSlot] = []
+                }
                 for index in table.sets.indices where !table.sets[index].isDynamic {
-                    // Moved out of `held`, not copied, so the sort moves them in place.
-                    var elements = table.sets[index].elements
+                    // Moved out of the table and `held`, not copied, so the sort moves them in place.
+                    var elements: [Element] = []
+                    swap(&elements, &table.sets[index].elements)
                     if let slot = slots[SetSlot(table: ref, set: table.sets[index].name)] {
                         if elements.isEmpty { swap(&elements, &held[slot]) } else { elements += held[slot] }
                     }
@@ -280,9 +407,10 @@ public struct RulesetAssembly: Sendable {
 
     // MARK: - Fixed parts
 
-    /// A table's fixed sets and chains, before any service adds to them.
-    func skeleton(_ ref: TableRef) -> Table {
-        ref.name == Naming.table ? nodeTable(ref.family) : shardTable(ref)
+    /// A table's fixed sets and chains, before any service adds to them; the node table's
+    /// hairpin part as `hairpinBuckets` asks.
+    func skeleton(_ ref: TableRef, hairpinBuckets buckets: Int) -> Table {
+        ref.name == Naming.table ? nodeTable(ref.family, hairpinBuckets: buckets) : shardTable(ref)
     }
 
     private func types(_ family: Family) -> (address: DataType, dispatch: [DataType], nodePort: [DataType]) {
@@ -300,7 +428,7 @@ public struct RulesetAssembly: Sendable {
 
     /// `nftproxy`: the filter hooks (source ranges, services without endpoints, undefined
     /// ClusterIP ports) and masquerade, with the sets every service shares.
-    private func nodeTable(_ family: Family) -> Table {
+    private func nodeTable(_ family: Family, hairpinBuckets buckets: Int) -> Table {
         let (address, dispatchKey, nodePortKey) = types(family)
         let ipFamily = family.ipFamily
         let mark = facts.masqueradeMark
@@ -312,7 +440,26 @@ public struct RulesetAssembly: Sendable {
         sets += [
             NamedSet(Naming.noEndpointServices, key: dispatchKey, isMap: true, comment: Comment("drop or reject packets to services with no endpoints")),
             NamedSet(Naming.noEndpointNodePorts, key: nodePortKey, isMap: true, comment: Comment("drop or reject packets to NodePorts with no endpoints")),
-            NamedSet(Naming.hairpin, key: [address, address], comment: Comment("endpoints that reach themselves through a service get masqueraded")),
+        ]
+        let hairpinComment = Comment("endpoints that reach themselves through a service get masqueraded")
+        var hairpinRule = Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: Naming.hairpin), .setMarkBit(mark)])
+        var hairpinChains: [Chain] = []
+        if buckets > 1 {
+            var dispatch: [Element] = []
+            for index in 0..<buckets {
+                let bucket = Naming.hairpinBucket(index, of: buckets)
+                let key = family == .ip ? IPAddress(ipv4: UInt32(index)) : IPAddress(ipv6High: 0, low: UInt64(index))
+                dispatch.append(Element([.address(key)], verdict: .jump(bucket.chain)))
+                hairpinChains.append(Chain(bucket.chain, rules: [Rule([.lookup([.saddr, .daddr], set: bucket.set), .setMarkBit(mark)])]))
+            }
+            sets.append(NamedSet(Naming.hairpinBuckets, key: [address], isMap: true,
+                                 comment: Comment("hairpin endpoints in buckets, by the low bits of their address"), elements: dispatch))
+            sets += (0..<buckets).map { NamedSet(Naming.hairpinBucket($0, of: buckets).set, key: [address, address], comment: hairpinComment) }
+            hairpinRule = Rule([.ctStatusDNAT, .vmap([.maskedDaddr(lowBits: UInt8(buckets.trailingZeroBitCount))], map: Naming.hairpinBuckets)])
+        } else {
+            sets.append(NamedSet(Naming.hairpin, key: [address, address], comment: hairpinComment))
+        }
+        sets += [
             NamedSet(Naming.firewallIPs, key: dispatchKey, comment: Comment("LoadBalancer destinations with loadBalancerSourceRanges")),
             NamedSet(Naming.firewallAllow, key: dispatchKey + [address], flags: [.interval], comment: Comment("allowed sources of LoadBalancer destinations")),
         ]
@@ -355,12 +502,12 @@ public struct RulesetAssembly: Sendable {
             Chain(Naming.clusterIPsCheck, rules: clusterIPCheck),
             Chain(Naming.rejectChain, rules: [Rule([.reject])]),
             Chain(Naming.masquerading, rules: [
-                Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: Naming.hairpin), .setMarkBit(mark)]),
+                hairpinRule,
                 Rule([.markBitClear(mark), .verdict(.return)]),
                 Rule([.toggleMarkBit(mark)]),
                 Rule([.masquerade(fullyRandom: true)]),
             ]),
-        ]
+        ] + hairpinChains
         return Table(family: family, name: Naming.table,
                      comment: Comment("rules for nftproxy: do not edit, nftproxy rewrites this table"), sets: sets, chains: chains)
     }
@@ -515,6 +662,8 @@ private struct ClaimIndex: Sendable {
     }
 
     private var spaces: [RulesetAssembly.ClaimSpace: Int] = [:]
+    /// Keys claimed in each space, by number.
+    private var keysInSpace: [Int] = []
     private var claims: [Key: Holders] = [:]
     /// Services by number, and numbers by service; a removed service's number is reused.
     private var services: [ObjectRef] = []
@@ -551,7 +700,10 @@ private struct ClaimIndex: Sendable {
             }
             let space = RulesetAssembly.ClaimSpace(family: placed.table.family, set: placed.set)
             let number = spaces[space, default: spaces.count]
-            spaces[space] = number
+            if number == spaces.count {
+                spaces[space] = number
+                keysInSpace.append(0)
+            }
             recent.append((placed.table, placed.set, number))
             return Key(space: number, key: placed.element.key)
         }
@@ -559,6 +711,20 @@ private struct ClaimIndex: Sendable {
 
     private func precedes(_ a: Claim, _ b: Claim) -> Bool {
         (services[Int(a.service)], a.order) < (services[Int(b.service)], b.order)
+    }
+
+    /// How many keys are claimed in a space.
+    func keyCount(_ space: RulesetAssembly.ClaimSpace) -> Int { spaces[space].map { keysInSpace[$0] } ?? 0 }
+
+    /// Every key claimed in a space, with its holder (read from `fragments`, as `holder` does).
+    /// It walks every claimed key: a family's hairpin buckets change rarely.
+    func holders(_ space: RulesetAssembly.ClaimSpace, in fragments: [ObjectRef: ServiceFragment]) -> [(key: [KeyValue], holder: RulesetAssembly.Held)] {
+        guard let number = spaces[space] else { return [] }
+        return claims.compactMap { key, holders in
+            guard key.space == number, let claim = holders.first, let fragment = fragments[services[Int(claim.service)]] else { return nil }
+            let placed = fragment.elements[Int(claim.order)]
+            return (key.key, RulesetAssembly.Held(table: placed.table, element: placed.element))
+        }
     }
 
     mutating func add(_ fragment: ServiceFragment) {
@@ -577,6 +743,7 @@ private struct ClaimIndex: Sendable {
             switch position.map({ claims.values[$0] }) {
             case nil, .none?:
                 claims[key] = .one(claim)
+                keysInSpace[key.space] += 1
             case .one(let held)?:
                 claims.values[position!] = .several(precedes(claim, held) ? [claim, held] : [held, claim])
             case .several(var held)?:
@@ -595,12 +762,22 @@ private struct ClaimIndex: Sendable {
             switch claims.values[position] {
             case .none:
                 claims.remove(at: position)
+                keysInSpace[key.space] -= 1
             case .one(let held):
-                if held.service == service { claims.remove(at: position) }
+                if held.service == service {
+                    claims.remove(at: position)
+                    keysInSpace[key.space] -= 1
+                }
             case .several(var held):
                 claims.values[position] = .none
-                held.removeAll { $0.service == service }
-                claims.values[position] = held.count > 1 ? .several(held) : .one(held[0])
+                held.removeAll { $0.service == service }  // a service may claim one key twice
+                switch held.count {
+                case 0:
+                    claims.remove(at: position)
+                    keysInSpace[key.space] -= 1
+                case 1: claims.values[position] = .one(held[0])
+                default: claims.values[position] = .several(held)
+                }
             }
         }
         unused.append(service)

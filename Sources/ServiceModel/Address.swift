@@ -174,6 +174,11 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
 
     public var isUnspecified: Bool { high == 0 && low == 0 }
 
+    /// The address with only the bits set in `mask` (an address of the same family) kept.
+    public func masked(by mask: IPAddress) -> IPAddress {
+        family == .ipv4 ? IPAddress(ipv4: ipv4Value & mask.ipv4Value) : IPAddress(ipv6High: high & mask.high, low: low & mask.low)
+    }
+
     /// IPv4 before IPv6, then by value (byte by byte).
     public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
         if lhs.family != rhs.family { return lhs.family == .ipv4 }

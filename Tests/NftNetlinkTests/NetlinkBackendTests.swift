@@ -480,6 +480,47 @@ struct NetlinkBackendTests {
         }
     }
 
+    /// Above 4096 local endpoints the hairpin set is split in buckets (`RulesetAssembly`): netlink
+    /// writes that layout as `nft -f` loads its rendering and reads it back as compiled; the
+    /// agent's partial syncs across the threshold (a service with 5 local endpoints comes, then
+    /// goes) and full diffs both ways apply in the kernel and read back as a full compile.
+    @Test func hairpinBucketsApplyReadBackAndCrossTheThreshold() throws {
+        let flatState = ScaleState.make(services: 819, endpointsPerService: 10), largeState = ScaleState.make(services: 820, endpointsPerService: 10)
+        let flat = RuleCompiler.compile(flatState, config: ScaleState.config), large = RuleCompiler.compile(largeState, config: ScaleState.config)
+        #expect(flat.ruleset.table(.ip)?.set(Naming.hairpin)?.elements.count == 4095)
+        #expect(large.ruleset.table(.ip)?.set(Naming.hairpinBuckets)?.elements.count == 4)
+        try TestNamespace.with { a in
+            try TestNamespace.with { b in
+                let backend = NetlinkBackend(netnsPath: a.path)
+                try backend.apply(Transaction.diff(from: nil, to: large.ruleset))
+                try b.load(NftText.script(large.ruleset))
+                let netlink = try a.listRuleset(), nft = try b.listRuleset()
+                #expect(netlink.contains("ct status dnat ip daddr & 0.0.0.3 vmap @hairpin-buckets"))
+                #expect(netlink == nft, "netlink and nft -f listings differ:\n\(lineDiff(nft, netlink).prefix(3000))")
+                let readBack = try backend.readOurs()
+                #expect(readBack == large.ruleset, "read-back differs from the compiled IR")
+                #expect(Transaction.diff(from: readBack, to: large.ruleset).isEmpty)
+            }
+        }
+        try TestNamespace.with { ns in
+            let backend = NetlinkBackend(netnsPath: ns.path)
+            try backend.apply(Transaction.diff(from: nil, to: flat.ruleset))
+            var assembly = try #require(flat.assembly)
+            let service = try #require(largeState.services.last)
+            let fragment = RuleCompiler.fragment(service, backends: largeState.backends(for: service), facts: assembly.facts, sharding: assembly.sharding)
+            for (change, expected) in [(fragment, large.ruleset), (nil, flat.ruleset)] {
+                let replaced = assembly.replace([service.ref: change])
+                try backend.apply(Transaction(try #require(replaced)))
+                let readBack = try backend.readOurs()
+                #expect(Transaction.diff(from: readBack, to: expected).isEmpty, "partial sync to \(expected == flat.ruleset ? "one set" : "buckets")")
+            }
+            for expected in [large.ruleset, flat.ruleset] {
+                try backend.apply(Transaction.diff(from: try backend.readOurs(), to: expected))
+                #expect(Transaction.diff(from: try backend.readOurs(), to: expected).isEmpty, "full diff to \(expected == flat.ruleset ? "one set" : "buckets")")
+            }
+        }
+    }
+
     @Test func permissionErrorsAreRecognised() {
         #expect(NetlinkBackend.isNotPermitted(BackendError(errno: EPERM, message: "x")))
         #expect(NetlinkBackend.isNotPermitted(BackendError(errno: EACCES, message: "x")))

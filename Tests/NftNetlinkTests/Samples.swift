@@ -44,6 +44,9 @@ enum Samples {
                      elements: [Element([.address(a), .proto(.tcp), .port(80), .prefix(cidr(v4 ? "10.0.0.0/8" : "fd00::/64"))]),
                                 Element([.address(a), .proto(.tcp), .port(80), .prefix(cidr(v4 ? "203.0.113.7/32" : "2001:db8::7/128"))]),
                                 Element([.address(a), .proto(.udp), .port(53), .prefix(cidr(v4 ? "192.0.2.0/25" : "2001:db8:1::/49"))])]),
+            NamedSet(name("hairpin-buckets"), key: [address], isMap: true, comment: Comment("hairpin buckets"),
+                     elements: [Element([.address(ip(v4 ? "0.0.0.0" : "::"))], verdict: .jump(name("hairpin-0"))),
+                                Element([.address(ip(v4 ? "0.0.0.1" : "::1"))], verdict: .jump(name("hairpin-1")))]),
         ]
         let mark: UInt32 = 0x4000
         let chains = [
@@ -99,11 +102,14 @@ enum Samples {
             Chain(name("reject-chain"), rules: [Rule([.reject])]),
             Chain(name("masquerading"), rules: [
                 Rule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: name("hairpin-endpoints")), .setMarkBit(mark)]),
+                Rule([.ctStatusDNAT, .vmap([.maskedDaddr(lowBits: 9)], map: name("hairpin-buckets"))]),
                 Rule([.markBitClear(mark), .verdict(.return)]),
                 Rule([.toggleMarkBit(mark)]),
                 Rule([.masquerade(fullyRandom: true)]),
                 Rule([.masquerade(fullyRandom: false)]),
             ]),
+            Chain(name("hairpin-0"), rules: [Rule([.lookup([.saddr, .daddr], set: name("hairpin-endpoints")), .setMarkBit(mark)])]),
+            Chain(name("hairpin-1"), rules: [Rule([.lookup([.saddr, .daddr], set: name("hairpin-endpoints")), .setMarkBit(mark)])]),
             Chain(service, rules: [
                 Rule([.address(.daddr, CIDR(address: a, prefixLength: v4 ? 32 : 128)!, negated: false), .address(.saddr, cidr(v4 ? "10.0.0.0/8" : "fd00::/48"), negated: true), .setMarkBit(mark)]),
                 Rule([.dnatMap([.saddr, .daddr, .l4proto, .thDport], map: name("affinity"))]),
