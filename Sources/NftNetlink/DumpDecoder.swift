@@ -13,11 +13,12 @@ import Musl
 struct DumpDecoder {
     private var names = Interner<String>()
     private var comments = Interner<Comment?>()
+    /// The expressions of the rule being decoded; one buffer for the whole dump.
+    private var expressions: [Expression] = []
 
     /// One NFT_MSG_NEWRULE message of a dump of `chain`.
     mutating func rule(_ message: UnsafePointer<nlmsghdr>, ref: TableRef, chain: Name, sets: SetCatalog) throws(BackendError) -> Rule {
-        var expressions: [Expression] = []
-        expressions.reserveCapacity(12)
+        expressions.removeAll(keepingCapacity: true)
         var handle: UInt64 = 0
         var comment: Comment?
         var chainName: Attribute?
@@ -71,10 +72,11 @@ struct DumpDecoder {
         case "fib":
             return .fib(flags: a.u32(NFTA_FIB_FLAGS), result: a.u32(NFTA_FIB_RESULT), dreg: a.u32(NFTA_FIB_DREG))
         case "cmp":
-            return .cmp(sreg: a.u32(NFTA_CMP_SREG), op: a.u32(NFTA_CMP_OP), data: a.dataValue(NFTA_CMP_DATA))
+            guard let data = a.dataValue(NFTA_CMP_DATA) else { return .unsupported("cmp") }
+            return .cmp(sreg: a.u32(NFTA_CMP_SREG), op: a.u32(NFTA_CMP_OP), data: data)
         case "bitwise" where !a.has(NFTA_BITWISE_OP) || a.u32(NFTA_BITWISE_OP) == K.bitwiseMaskXor:
-            let mask = a.dataValue(NFTA_BITWISE_MASK), xor = a.dataValue(NFTA_BITWISE_XOR)
-            guard mask.count == Int(a.u32(NFTA_BITWISE_LEN)), xor.count == mask.count else { return .unsupported("bitwise") }
+            guard let mask = a.dataValue(NFTA_BITWISE_MASK), let xor = a.dataValue(NFTA_BITWISE_XOR),
+                  mask.count == Int(a.u32(NFTA_BITWISE_LEN)), xor.count == mask.count else { return .unsupported("bitwise") }
             return .bitwise(sreg: a.u32(NFTA_BITWISE_SREG), dreg: a.u32(NFTA_BITWISE_DREG), mask: mask, xor: xor)
         case "byteorder":
             return .byteorder(sreg: a.u32(NFTA_BYTEORDER_SREG), dreg: a.u32(NFTA_BYTEORDER_DREG), op: a.u32(NFTA_BYTEORDER_OP),
@@ -96,8 +98,8 @@ struct DumpDecoder {
                 guard a.u32(NFTA_IMMEDIATE_DREG) == K.regVerdict else { return .unsupported("immediate") }
                 return .immediateVerdict(code: verdict.code, chain: verdict.chain.map { intern($0) })
             }
-            guard let bytes = value.dataValue else { return .unsupported("immediate") }
-            return .immediateData(dreg: a.u32(NFTA_IMMEDIATE_DREG), data: Array(bytes))
+            guard let bytes = value.dataValue.flatMap(RegisterValue.init) else { return .unsupported("immediate") }
+            return .immediateData(dreg: a.u32(NFTA_IMMEDIATE_DREG), data: bytes)
         case "nat":
             let addrMin = a.u32(NFTA_NAT_REG_ADDR_MIN), protoMin = a.u32(NFTA_NAT_REG_PROTO_MIN)
             guard !a.has(NFTA_NAT_REG_ADDR_MAX) || a.u32(NFTA_NAT_REG_ADDR_MAX) == addrMin,
@@ -210,8 +212,9 @@ struct ExpressionAttributes {
     func u64<T: RawRepresentable>(_ type: T) -> UInt64 where T.RawValue: BinaryInteger { attribute(type)?.u64 ?? 0 }
     func u8<T: RawRepresentable>(_ type: T) -> UInt8 where T.RawValue: BinaryInteger { attribute(type)?.u8 ?? 0 }
 
-    /// The NFTA_DATA_VALUE bytes of an nft_data attribute; empty when absent.
-    func dataValue<T: RawRepresentable>(_ type: T) -> [UInt8] where T.RawValue: BinaryInteger {
-        attribute(type)?.dataValue.map { Array($0) } ?? []
+    /// The NFTA_DATA_VALUE of an nft_data attribute; nil when absent or longer than a register
+    /// constant (nftproxy writes none such).
+    func dataValue<T: RawRepresentable>(_ type: T) -> RegisterValue? where T.RawValue: BinaryInteger {
+        attribute(type)?.dataValue.flatMap(RegisterValue.init)
     }
 }

@@ -223,6 +223,8 @@ enum ElementKey {
         decode(low: bytes, high: bytes, types: types)
     }
 
+    static func decode(_ value: RegisterValue, types: [DataType]) -> [KeyValue]? { decode(value.bytes, types: types) }
+
     /// Undoes `range(_:)`: a field whose first and last values differ must be an address prefix.
     static func decode(low: [UInt8], high: [UInt8], types: [DataType]) -> [KeyValue]? {
         guard low.count == KeyType.length(types), high.count == low.count else { return nil }
