@@ -141,8 +141,7 @@ struct DumpDecoder {
         }
         guard let key else { throw unexpected("has no key") }
         guard (end != nil) == set.isConcatenatedInterval else { throw unexpected(end == nil ? "has no end key" : "has an end key") }
-        let low = Array(key)
-        guard let decoded = ElementKey.decode(low: low, high: end.map { Array($0) } ?? low, types: set.key) else {
+        guard let decoded = ElementKey.decode(low: key, high: end ?? key, types: set.key) else {
             throw unexpected("has a key that does not decode")
         }
         if flags != 0 { throw unexpected("has flags") }
@@ -162,7 +161,7 @@ struct DumpDecoder {
         }
         let dumpedValue = data?.dataValue
         if !set.data.isEmpty {
-            guard let dumpedValue, let decodedValue = ElementKey.decode(Array(dumpedValue), types: set.data) else {
+            guard let dumpedValue, let decodedValue = ElementKey.decode(low: dumpedValue, high: dumpedValue, types: set.data) else {
                 throw unexpected("has no data, or data that does not decode")
             }
             values = decodedValue

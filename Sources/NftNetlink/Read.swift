@@ -201,12 +201,12 @@ struct TableReader {
         try queue.failing { () throws(BackendError) in
             while let (items, catalogs) = queue.take() {
                 for item in items {
-                    let ref = refs[item.table]
+                    let ref = refs[item.table], sets = catalogs[item.table]
                     var rules: [Rule] = []
                     try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
                                        (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
                                        (UInt16(NFTA_RULE_CHAIN.rawValue), item.name.rawValue)) { message throws(BackendError) in
-                        rules.append(try decoder.rule(message, ref: ref, chain: item.name, sets: catalogs[item.table]))
+                        rules.append(try decoder.rule(message, ref: ref, chain: item.name, sets: sets))
                     }
                     done.append(ChainQueue.Done(table: item.table, chain: item.chain, rules: rules))
                 }
