@@ -3,7 +3,8 @@ import ServiceModel
 
 /// One nf_tables expression, with exactly the attributes nft 1.0.6 sends and the kernel dumps
 /// back (after the normalisation in `DumpDecoder.expression` and `normalized`), so a lowered rule
-/// and a dumped one compare with `==`.
+/// and a dumped one compare with `==`. Constants are held inline (`RegisterValue`): reading a
+/// ruleset back makes millions of these, and none allocates.
 ///
 /// Register numbers are the wire numbers nft uses: a value that starts on a 16-byte boundary
 /// is named by its legacy register (NFT_REG_1 = 1, NFT_REG_2 = 2 …), any other 4-byte slot by
@@ -20,9 +21,9 @@ enum Expression: Hashable, CustomStringConvertible {
     /// `fib FLAGS RESULT => reg DREG`
     case fib(flags: UInt32, result: UInt32, dreg: UInt32)
     /// `cmp OP reg SREG DATA`
-    case cmp(sreg: UInt32, op: UInt32, data: [UInt8])
+    case cmp(sreg: UInt32, op: UInt32, data: RegisterValue)
     /// `bitwise reg DREG = (reg SREG & MASK) ^ XOR`; the length is the mask's.
-    case bitwise(sreg: UInt32, dreg: UInt32, mask: [UInt8], xor: [UInt8])
+    case bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue)
     /// `byteorder reg DREG = OP(reg SREG, SIZE, LENGTH)`
     case byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32)
     /// `lookup reg SREG set NAME [dreg DREG] [FLAGS]`; dreg 0 (NFT_REG_VERDICT) makes it a vmap.
@@ -32,7 +33,7 @@ enum Expression: Hashable, CustomStringConvertible {
     /// `numgen reg DREG = TYPE mod MODULUS offset OFFSET`
     case numgen(dreg: UInt32, modulus: UInt32, type: UInt32, offset: UInt32)
     /// `immediate reg DREG DATA`
-    case immediateData(dreg: UInt32, data: [UInt8])
+    case immediateData(dreg: UInt32, data: RegisterValue)
     /// `immediate reg 0 VERDICT [-> CHAIN]`
     case immediateVerdict(code: Int32, chain: String?)
     /// `nat TYPE FAMILY addr_min reg A proto_min reg P flags F` (max registers equal to min).
@@ -45,7 +46,7 @@ enum Expression: Hashable, CustomStringConvertible {
     case unsupported(String)
 
     var description: String {
-        func hex(_ bytes: [UInt8]) -> String { "0x" + bytes.map { byte in String(byte, radix: 16).leftPadded(2) }.joined() }
+        func hex(_ bytes: RegisterValue) -> String { "0x" + bytes.map { byte in String(byte, radix: 16).leftPadded(2) }.joined() }
         switch self {
         case .payload(let base, let offset, let length, let dreg): return "payload load \(length)b @ base \(base) + \(offset) => reg \(dreg)"
         case .meta(let key, let dreg): return "meta load \(key) => reg \(dreg)"
@@ -161,8 +162,9 @@ extension Statement {
 }
 
 /// A constant a rule puts in a register (cmp data, a bitwise mask or xor, an immediate): at
-/// most 16 bytes, held inline so that lowering a rule allocates nothing for it.
-struct RegisterValue {
+/// most 16 bytes, held inline so that lowering a rule, or reading one back, allocates nothing
+/// for it. The bytes past `count` are zero, so two values are equal when their fields are.
+struct RegisterValue: Hashable, RandomAccessCollection, ExpressibleByArrayLiteral {
     private var storage: (UInt64, UInt64) = (0, 0)
     /// 1 to 16.
     let count: Int
@@ -171,6 +173,16 @@ struct RegisterValue {
         precondition((1...16).contains(count), "a register value has 1 to 16 bytes")
         self.count = count
         withUnsafeMutableBytes(of: &storage) { fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<count])) }
+    }
+
+    /// Bytes read from the kernel (an NFTA_DATA_VALUE); nil unless there are 1 to 16.
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        guard (1...16).contains(bytes.count) else { return nil }
+        self.init(count: bytes.count) { $0.copyMemory(from: bytes) }
+    }
+
+    init(arrayLiteral bytes: UInt8...) {
+        self.init(count: bytes.count) { $0.copyBytes(from: bytes) }
     }
 
     /// The first `count` bytes of the address, in network order (all of them by default).
@@ -188,7 +200,7 @@ struct RegisterValue {
     init(maskOf prefixLength: Int, count: Int) {
         self.init(count: count) { bytes in
             for index in 0..<count {
-                let bits = min(max(prefixLength - 8 * index, 0), 8)
+                let bits = Swift.min(Swift.max(prefixLength - 8 * index, 0), 8)
                 bytes[index] = UInt8(truncatingIfNeeded: 0xff00 >> bits)
             }
         }
@@ -214,11 +226,43 @@ struct RegisterValue {
     }
 
     var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { count }
+
+    subscript(position: Int) -> UInt8 {
+        precondition(position >= 0 && position < count, "register value index out of range")
+        return Swift.withUnsafeBytes(of: storage) { $0[position] }
+    }
+
+    static func == (lhs: RegisterValue, rhs: RegisterValue) -> Bool {
+        lhs.count == rhs.count && lhs.storage.0 == rhs.storage.0 && lhs.storage.1 == rhs.storage.1
+    }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        hasher.combine(storage.0)
+        hasher.combine(storage.1)
+    }
+}
+
+extension IPAddress {
+    /// An address from a register constant of 4 or 16 bytes.
+    init?(bytes value: RegisterValue) {
+        switch value.count {
+        case 4: self.init(ipv4: value.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) })
+        case 16:
+            let (high, low) = value.withUnsafeBytes { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+            self.init(ipv6High: UInt64(bigEndian: high), low: UInt64(bigEndian: low))
+        default: return nil
+        }
+    }
 }
 
 /// Where `Lowering` puts the expressions it makes: straight into a rule's netlink message
-/// (`MessageWriter`, for a batch), or into `Expression` values (`ExpressionList`, which reading
-/// rules back compares with a dump). One lowering feeds both, so the two cannot drift apart.
+/// (`MessageWriter`, for a batch), into `Expression` values (`ExpressionList`), or against the
+/// expressions of a dumped rule (`ExpressionMatcher`, reading rules back). One lowering feeds
+/// all, so they cannot drift apart.
 protocol ExpressionSink {
     mutating func payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32)
     mutating func meta(key: UInt32, dreg: UInt32)
@@ -247,41 +291,78 @@ extension ExpressionSink {
     }
 }
 
-/// The expressions of a statement or rule as values.
-struct ExpressionList: ExpressionSink {
-    var expressions: [Expression] = []
+/// A sink that takes each expression as a value.
+protocol ExpressionValueSink: ExpressionSink {
+    mutating func add(_ expression: Expression)
+}
 
+extension ExpressionValueSink {
     mutating func payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32) {
-        expressions.append(.payload(base: base, offset: offset, length: length, dreg: dreg))
+        add(.payload(base: base, offset: offset, length: length, dreg: dreg))
     }
-    mutating func meta(key: UInt32, dreg: UInt32) { expressions.append(.meta(key: key, dreg: dreg)) }
-    mutating func metaSet(key: UInt32, sreg: UInt32) { expressions.append(.metaSet(key: key, sreg: sreg)) }
-    mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?) { expressions.append(.ct(key: key, dreg: dreg, direction: direction)) }
-    mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32) { expressions.append(.fib(flags: flags, result: result, dreg: dreg)) }
-    mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue) { expressions.append(.cmp(sreg: sreg, op: op, data: data.bytes)) }
+    mutating func meta(key: UInt32, dreg: UInt32) { add(.meta(key: key, dreg: dreg)) }
+    mutating func metaSet(key: UInt32, sreg: UInt32) { add(.metaSet(key: key, sreg: sreg)) }
+    mutating func ct(key: UInt32, dreg: UInt32, direction: UInt8?) { add(.ct(key: key, dreg: dreg, direction: direction)) }
+    mutating func fib(flags: UInt32, result: UInt32, dreg: UInt32) { add(.fib(flags: flags, result: result, dreg: dreg)) }
+    mutating func cmp(sreg: UInt32, op: UInt32, data: RegisterValue) { add(.cmp(sreg: sreg, op: op, data: data)) }
     /// The op is not kept: a dump has it whether it was sent or not (`DumpDecoder.expression`).
     mutating func bitwise(sreg: UInt32, dreg: UInt32, mask: RegisterValue, xor: RegisterValue, op: UInt32?) {
-        expressions.append(.bitwise(sreg: sreg, dreg: dreg, mask: mask.bytes, xor: xor.bytes))
+        add(.bitwise(sreg: sreg, dreg: dreg, mask: mask, xor: xor))
     }
     mutating func byteorder(sreg: UInt32, dreg: UInt32, op: UInt32, length: UInt32, size: UInt32) {
-        expressions.append(.byteorder(sreg: sreg, dreg: dreg, op: op, length: length, size: size))
+        add(.byteorder(sreg: sreg, dreg: dreg, op: op, length: length, size: size))
     }
     mutating func lookup(sreg: UInt32, dreg: UInt32?, set: Name, flags: UInt32) {
-        expressions.append(.lookup(sreg: sreg, dreg: dreg, set: set.rawValue, flags: flags))
+        add(.lookup(sreg: sreg, dreg: dreg, set: set.rawValue, flags: flags))
     }
     mutating func dynset(op: UInt32, sregKey: UInt32, sregData: UInt32?, set: Name, timeout: UInt64) {
-        expressions.append(.dynset(op: op, sregKey: sregKey, sregData: sregData, set: set.rawValue, timeout: timeout))
+        add(.dynset(op: op, sregKey: sregKey, sregData: sregData, set: set.rawValue, timeout: timeout))
     }
     mutating func numgen(dreg: UInt32, modulus: UInt32, type: UInt32, offset: UInt32) {
-        expressions.append(.numgen(dreg: dreg, modulus: modulus, type: type, offset: offset))
+        add(.numgen(dreg: dreg, modulus: modulus, type: type, offset: offset))
     }
-    mutating func immediateData(dreg: UInt32, data: RegisterValue) { expressions.append(.immediateData(dreg: dreg, data: data.bytes)) }
-    mutating func immediateVerdict(code: Int32, chain: Name?) { expressions.append(.immediateVerdict(code: code, chain: chain?.rawValue)) }
+    mutating func immediateData(dreg: UInt32, data: RegisterValue) { add(.immediateData(dreg: dreg, data: data)) }
+    mutating func immediateVerdict(code: Int32, chain: Name?) { add(.immediateVerdict(code: code, chain: chain?.rawValue)) }
     mutating func nat(type: UInt32, family: UInt32, addrMin: UInt32, protoMin: UInt32, flags: UInt32) {
-        expressions.append(.nat(type: type, family: family, addrMin: addrMin, protoMin: protoMin, flags: flags))
+        add(.nat(type: type, family: family, addrMin: addrMin, protoMin: protoMin, flags: flags))
     }
-    mutating func masq(flags: UInt32) { expressions.append(.masq(flags: flags)) }
-    mutating func reject(type: UInt32, code: UInt8) { expressions.append(.reject(type: type, code: code)) }
+    mutating func masq(flags: UInt32) { add(.masq(flags: flags)) }
+    mutating func reject(type: UInt32, code: UInt8) { add(.reject(type: type, code: code)) }
+}
+
+/// The expressions of a statement or rule as values.
+struct ExpressionList: ExpressionValueSink {
+    var expressions: [Expression] = []
+
+    mutating func add(_ expression: Expression) { expressions.append(expression) }
+}
+
+/// Checks a lowering, expression by expression as it is made, against dumped expressions from
+/// `position` on, as the kernel dumps them back (`normalized`): how `Raising` confirms a
+/// statement read off a dump without building the statement's expressions.
+struct ExpressionMatcher: ExpressionValueSink {
+    let dumped: [Expression]
+    /// The next dumped expression to compare; after a match, the one after the statement.
+    private(set) var position: Int
+    private(set) var matches = true
+
+    init(_ dumped: [Expression], at position: Int) {
+        self.dumped = dumped
+        self.position = position
+    }
+
+    mutating func add(_ expected: Expression) {
+        guard matches, position < dumped.count else {
+            matches = false
+            return
+        }
+        let found = dumped[position]
+        guard found == expected || found.normalized == expected.normalized else {
+            matches = false
+            return
+        }
+        position += 1
+    }
 }
 
 /// Statement → expressions, exactly as `nft -f` compiles the text NftText renders.

@@ -13,35 +13,28 @@ import ServiceModel
 enum Raising {
     static func rule(_ expressions: [Expression], family: Family, sets: SetCatalog) -> [Statement]? {
         var statements: [Statement] = []
+        statements.reserveCapacity(min((expressions.count + 1) / 2, 4))  // most statements take 2 or 3 expressions
         var proto: L4Protocol?
         var index = 0
         while index < expressions.count {
-            guard let statement = candidate(expressions, at: index, family: family, proto: proto),
-                  let lowered = try? Lowering.statement(statement, family: family, sets: sets),
-                  covers(expressions, at: index, lowered)
+            guard let statement = candidate(expressions, at: index, family: family, proto: proto) else { return nil }
+            // Lowered again, the statement must be the dumped expressions from `index`, as the kernel dumps them back.
+            var lowered = ExpressionMatcher(expressions, at: index)
+            guard (try? Lowering.statement(statement, family: family, sets: sets, into: &lowered)) != nil, lowered.matches,
+                  lowered.position > index
             else { return nil }
             statements.append(statement)
             if case .l4proto(let matched) = statement { proto = matched }
-            index += lowered.count
+            index = lowered.position
         }
         guard (try? Lowering.checkProtocolContext(statements)) != nil else { return nil }
         return statements
     }
 
-    /// Whether `expressions` from `start` are `lowered`, as the kernel dumps it back.
-    private static func covers(_ expressions: [Expression], at start: Int, _ lowered: [Expression]) -> Bool {
-        guard start + lowered.count <= expressions.count else { return false }
-        for offset in 0..<lowered.count {
-            let dumped = expressions[start + offset], expected = lowered[offset]
-            if dumped != expected && dumped.normalized != expected.normalized { return false }
-        }
-        return true
-    }
-
     /// The statement whose lowering should start at `expressions[start]`, read from its distinctive parts.
     private static func candidate(_ expressions: [Expression], at start: Int, family: Family, proto: L4Protocol?) -> Statement? {
         // Every fixed shape is told apart by its first three expressions.
-        let items = Array(expressions[start..<min(start + 3, expressions.count)])
+        let items = Window(expressions, from: start)
         guard let first = items.first else { return nil }
         switch first {
         case .payload, .meta(K.metaL4proto, _), .ct(_, _, K.ctDirOriginal?):
@@ -155,7 +148,7 @@ enum Raising {
     }
 
     /// `ip saddr 10.0.0.0/8`, `ip6 daddr != ::1`: a load, maybe a mask, a comparison.
-    private static func addressMatch(_ items: [Expression], family: Family) -> Statement? {
+    private static func addressMatch(_ items: Window, family: Family) -> Statement? {
         guard case .payload(K.networkHeader, let offset, let length, _) = items[0] else { return nil }
         let selector: Selector
         if offset == Lowering.addressOffset(.saddr, family) { selector = .saddr }
@@ -185,12 +178,12 @@ enum Raising {
         }
     }
 
-    private static func u32(_ bytes: [UInt8]) -> UInt32? {
+    private static func u32(_ bytes: RegisterValue) -> UInt32? {
         guard bytes.count == 4 else { return nil }
         return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
     }
 
-    private static func leadingOnes(_ mask: [UInt8]) -> Int {
+    private static func leadingOnes(_ mask: RegisterValue) -> Int {
         var count = 0
         for byte in mask {
             if byte == 0xff { count += 8; continue }
@@ -198,5 +191,25 @@ enum Raising {
             break
         }
         return count
+    }
+
+    /// Up to three expressions of a rule from `start`, indexed from 0, without copying them out.
+    private struct Window {
+        private let expressions: [Expression]
+        private let start: Int
+        let count: Int
+
+        init(_ expressions: [Expression], from start: Int) {
+            self.expressions = expressions
+            self.start = start
+            count = min(3, expressions.count - start)
+        }
+
+        var first: Expression? { count > 0 ? expressions[start] : nil }
+
+        subscript(_ index: Int) -> Expression {
+            precondition(index >= 0 && index < count, "expression window index out of range")
+            return expressions[start + index]
+        }
     }
 }

@@ -127,41 +127,60 @@ struct TableReader {
 
         // Sets per table: the kernel filters set dumps by table, so no other table's sets are read.
         // It cannot filter chain dumps: the family's chain headers come back and only ours are
-        // kept. With a second socket, the chain dump runs beside the sets and elements, and the
-        // rule dumps are shared between the two (each side decodes what it receives).
+        // kept. Each chain's rules are read once its header and its table's sets are known. With
+        // a second socket, the chain dump runs beside the sets and elements, and both threads
+        // then take chains to read from one queue (the sets side starts while the chain dump is
+        // still under way), so that neither waits for the other; each decodes what it receives.
         let refs = tables.tables.indices.map { tables.ref($0) }
-        let parallel = second != nil && refs.count > 1
-        let (chains, sets) = try inParallel(if: parallel) { () throws(BackendError) in
-            try readChains(family, &tables)
-        } and: { () throws(BackendError) in
-            let reader = TableReader(socket: second ?? socket)
+        let queue = ChainQueue()
+        var chains: [[Chain]] = []
+        var sets: [[NamedSet]] = []
+        func dumpChains() throws(BackendError) {
+            try queue.failing { () throws(BackendError) in
+                defer { queue.close() }
+                chains = try readChains(family, &tables, into: queue)
+            }
+        }
+        func readSetsAndRules(_ reader: TableReader) throws(BackendError) -> [ChainQueue.Done] {
             var decoder = DumpDecoder()
-            return try refs.map { ref throws(BackendError) in try reader.readSetsWithElements(ref, decoder: &decoder) }
+            try queue.failing { () throws(BackendError) in
+                sets = try refs.map { ref throws(BackendError) in try reader.readSetsWithElements(ref, decoder: &decoder) }
+                queue.start(sets.map(SetCatalog.init))
+            }
+            return try reader.readRules(family, refs, from: queue, decoder: &decoder)
+        }
+        let done: [ChainQueue.Done]
+        if let second, refs.count > 1 {
+            let (first, last) = try inParallel(if: true) { () throws(BackendError) in
+                try dumpChains()
+                var decoder = DumpDecoder()
+                return try readRules(family, refs, from: queue, decoder: &decoder)
+            } and: { () throws(BackendError) in
+                try readSetsAndRules(TableReader(socket: second))
+            }
+            done = first + last
+        } else {
+            // One thread: the chain dump ends before the sets are read, and the sets before any rule.
+            try dumpChains()
+            done = try readSetsAndRules(self)
         }
         for index in refs.indices {
             tables.tables[index].sets = sets[index]
             tables.tables[index].chains = chains[index]
         }
-
-        let catalogs = tables.tables.map { SetCatalog($0.sets) }
-        let work = tables.tables.indices.flatMap { t in tables.tables[t].chains.indices.map { (table: t, chain: $0) } }
-        let split = parallel ? work.count / 2 : work.count
-        let snapshot = tables.tables
-        let (first, last) = try inParallel(if: parallel) { () throws(BackendError) in
-            try readRules(family, snapshot, catalogs, work[..<split])
-        } and: { () throws(BackendError) in
-            try TableReader(socket: second ?? socket).readRules(family, snapshot, catalogs, work[split...])
-        }
-        for (item, rules) in zip(work, first + last) { tables.tables[item.table].chains[item.chain].rules = rules }
+        for item in done { tables.tables[item.table].chains[item.chain].rules = item.rules }
         return tables.tables
     }
 
-    /// The chain headers (no rules) of each table in `tables`, from one dump of the family.
-    private func readChains(_ family: Family, _ tables: inout TableIndex) throws(BackendError) -> [[Chain]] {
+    /// The chain headers (no rules) of each table in `tables`, from one dump of the family; each
+    /// is also added to `queue` as it arrives.
+    private func readChains(_ family: Family, _ tables: inout TableIndex, into queue: ChainQueue) throws(BackendError) -> [[Chain]] {
         var chains = Array(repeating: [Chain](), count: tables.tables.count)
         try socket.request(NFT_MSG_GETCHAIN, family: family.nfproto, dump: true) { message throws(BackendError) in
             guard let index = tables.index(of: message, tableAttribute: UInt16(NFTA_CHAIN_TABLE.rawValue)) else { return }
-            chains[index].append(try Self.parseChain(message, ref: tables.ref(index)))
+            let chain = try Self.parseChain(message, ref: tables.ref(index))
+            queue.add(ChainQueue.Item(table: index, chain: chains[index].count, name: chain.name))
+            chains[index].append(chain)
         }
         return chains
     }
@@ -175,21 +194,25 @@ struct TableReader {
         return sets
     }
 
-    /// The rules of each chain in `work` (table and chain positions in `tables`), one dump each.
-    private func readRules(_ family: Family, _ tables: [Table], _ catalogs: [SetCatalog],
-                           _ work: ArraySlice<(table: Int, chain: Int)>) throws(BackendError) -> [[Rule]] {
-        var decoder = DumpDecoder()
-        return try work.map { item throws(BackendError) in
-            let ref = TableRef(family, tables[item.table].name)
-            let chain = tables[item.table].chains[item.chain].name
-            var rules: [Rule] = []
-            try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
-                               (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
-                               (UInt16(NFTA_RULE_CHAIN.rawValue), chain.rawValue)) { message throws(BackendError) in
-                rules.append(try decoder.rule(message, ref: ref, chain: chain, sets: catalogs[item.table]))
+    /// The rules of the chains this thread takes from `queue`, one dump each, until it is empty.
+    private func readRules(_ family: Family, _ refs: [TableRef], from queue: ChainQueue,
+                           decoder: inout DumpDecoder) throws(BackendError) -> [ChainQueue.Done] {
+        var done: [ChainQueue.Done] = []
+        try queue.failing { () throws(BackendError) in
+            while let (items, catalogs) = queue.take() {
+                for item in items {
+                    let ref = refs[item.table], sets = catalogs[item.table]
+                    var rules: [Rule] = []
+                    try socket.request(NFT_MSG_GETRULE, family: family.nfproto, dump: true,
+                                       (UInt16(NFTA_RULE_TABLE.rawValue), ref.name.rawValue),
+                                       (UInt16(NFTA_RULE_CHAIN.rawValue), item.name.rawValue)) { message throws(BackendError) in
+                        rules.append(try decoder.rule(message, ref: ref, chain: item.name, sets: sets))
+                    }
+                    done.append(ChainQueue.Done(table: item.table, chain: item.chain, rules: rules))
+                }
             }
-            return rules
         }
+        return done
     }
 
     /// The table's sets and maps, without their elements; none when the table does not exist.
@@ -321,6 +344,110 @@ private struct TableIndex {
             return last
         }
         return nil
+    }
+}
+
+/// The chains whose rules are still to be read, shared by the reading threads. The chain dump
+/// adds each chain as it arrives; once the sets are read (`start`), each thread takes the next
+/// few chains whenever it is free, so that the sets side does not wait for the whole chain dump
+/// and neither side waits for the other at the end. A thread that fails stops the others.
+private final class ChainQueue: @unchecked Sendable {  // every stored property is guarded by `mutex`
+    struct Item {
+        var table: Int
+        var chain: Int
+        var name: Name
+    }
+
+    /// A chain read: its table's and its own position, and its rules.
+    struct Done {
+        var table: Int
+        var chain: Int
+        var rules: [Rule]
+    }
+
+    /// Chains a thread takes at once: few enough that the two threads end close together, enough
+    /// that taking them costs nothing next to their dumps (hundreds of rules).
+    static let batch = 32
+
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var items: [Item] = []
+    private var next = 0
+    private var catalogs: [SetCatalog]?
+    private var closed = false
+    private var failed = false
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(changed, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(changed)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        changed.deallocate()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// Adds a chain whose rules are to be read.
+    func add(_ item: Item) {
+        locked {
+            items.append(item)
+            if catalogs != nil { pthread_cond_signal(changed) }
+        }
+    }
+
+    /// No chain will be added any more.
+    func close() {
+        locked {
+            closed = true
+            pthread_cond_broadcast(changed)
+        }
+    }
+
+    /// The sets of each table are known: chains may be taken.
+    func start(_ catalogs: [SetCatalog]) {
+        locked {
+            self.catalogs = catalogs
+            pthread_cond_broadcast(changed)
+        }
+    }
+
+    /// Runs `body`; if it throws, the other threads find the queue empty, and stop.
+    func failing(_ body: () throws(BackendError) -> Void) throws(BackendError) {
+        do {
+            try body()
+        } catch {
+            locked {
+                failed = true
+                pthread_cond_broadcast(changed)
+            }
+            throw error
+        }
+    }
+
+    /// The next chains to read and the tables' sets, waiting until the sets are known and a chain
+    /// is there; nil once every chain is taken and none will be added, or after a failure.
+    func take() -> (items: [Item], catalogs: [SetCatalog])? {
+        locked {
+            while !failed {
+                if let catalogs, next < items.count {
+                    let end = Swift.min(next + Self.batch, items.count)
+                    defer { next = end }
+                    // A copy: a slice would keep `items` shared, and the chain dump's next `add` would copy it all.
+                    return (Array(items[next..<end]), catalogs)
+                }
+                if closed && next == items.count { return nil }
+                pthread_cond_wait(changed, mutex)
+            }
+            return nil
+        }
     }
 }
 

@@ -223,8 +223,18 @@ enum ElementKey {
         decode(low: bytes, high: bytes, types: types)
     }
 
+    static func decode(_ value: RegisterValue, types: [DataType]) -> [KeyValue]? {
+        value.withUnsafeBytes { decode(low: $0, high: $0, types: types) }
+    }
+
     /// Undoes `range(_:)`: a field whose first and last values differ must be an address prefix.
     static func decode(low: [UInt8], high: [UInt8], types: [DataType]) -> [KeyValue]? {
+        low.withUnsafeBytes { low in high.withUnsafeBytes { high in decode(low: low, high: high, types: types) } }
+    }
+
+    /// The same, straight from dumped bytes: a read-back decodes hundreds of thousands of keys,
+    /// and copies none of their fields.
+    static func decode(low: UnsafeRawBufferPointer, high: UnsafeRawBufferPointer, types: [DataType]) -> [KeyValue]? {
         guard low.count == KeyType.length(types), high.count == low.count else { return nil }
         var out: [KeyValue] = []
         out.reserveCapacity(types.count)
@@ -233,15 +243,15 @@ enum ElementKey {
             let width = types.count == 1 ? type.length : Register.slots(type.length) * 4
             // Padding must be zero.
             for padding in (index + type.length)..<(index + width) where low[padding] != 0 || high[padding] != 0 { return nil }
-            let field = Array(low[index..<(index + type.length)])
-            let last = low == high ? field : Array(high[index..<(index + type.length)])
-            if field != last {
-                guard type == .ipv4Address || type == .ipv6Address, let cidr = prefix(field, last) else { return nil }
+            let field = UnsafeRawBufferPointer(rebasing: low[index..<(index + type.length)])
+            let last = UnsafeRawBufferPointer(rebasing: high[index..<(index + type.length)])
+            if !field.elementsEqual(last) {
+                guard type == .ipv4Address || type == .ipv6Address, let cidr = prefix(Array(field), Array(last)) else { return nil }
                 out.append(.prefix(cidr))
             } else {
                 switch type {
                 case .ipv4Address, .ipv6Address:
-                    guard let ip = IPAddress(bytes: field) else { return nil }
+                    guard let ip = RegisterValue(field).flatMap({ IPAddress(bytes: $0) }) else { return nil }
                     out.append(.address(ip))
                 case .inetProto:
                     guard let proto = L4Protocol.allCases.first(where: { $0.number == field[0] }) else { return nil }

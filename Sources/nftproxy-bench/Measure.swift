@@ -133,12 +133,16 @@ func memory(statePath: String) throws {
     withExtendedLifetime((state, compiled)) {}
 }
 
-/// `readback --netns PATH TABLE...`: time to read tables (family name, e.g. `ip nftproxy`) back.
-func readback(netns: String, tables: [TableRef]) throws {
+/// `readback --netns PATH [--out FILE] TABLE...`: time to read tables (family name, e.g. `ip
+/// nftproxy`) back; with `--out`, what was read is written there as nft text, so that two builds'
+/// read-backs can be compared.
+func readback(netns: String, tables: [TableRef], out: String?) throws {
     let read = try measure { try NetlinkBackend(netnsPath: netns).read(tables) }
     report("read_s", read.wall)
+    report("read_user_s", read.user)
     report("read_sys_s", read.system)
     report("chains", read.value.tables.reduce(0) { $0 + $1.chains.count })
+    if let out { try NftText.script(read.value).write(toFile: out, atomically: false, encoding: .utf8) }
 }
 
 /// The kernel backend with a stopwatch: each apply's start, end and size go to `events`.

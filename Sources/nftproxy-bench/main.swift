@@ -8,7 +8,8 @@ let usage = """
     usage: nftproxy-bench gen --services N --endpoints M --out FILE        state file (kind: List JSON)
            nftproxy-bench kube-proxy --services N --endpoints M --out FILE kube-proxy's layout as nft commands
            nftproxy-bench breakdown --netns PATH STATE                      one full apply, timed by phase
-           nftproxy-bench readback --netns PATH FAMILY/TABLE...             read tables back through netlink
+           nftproxy-bench readback --netns PATH [--out FILE] FAMILY/TABLE...
+                                                                          read tables back through netlink (--out: as nft text)
            nftproxy-bench incremental --netns PATH --changes K [--seed-chunk S] STATE
                                                                           P2: agent loop, one endpoint per change
            nftproxy-bench render [--runs R] STATE                           decode, compile, then R renders, timed apart
@@ -63,7 +64,7 @@ func main() async throws {
             }
             return TableRef(family, name)
         }
-        try readback(netns: try args.string("netns"), tables: tables)
+        try readback(netns: try args.string("netns"), tables: tables, out: args.options["out"])
     case "incremental":
         guard let state = args.positional.first else { throw BenchError(usage) }
         let chunk = args.options["seed-chunk"] == nil ? 0 : try args.int("seed-chunk")

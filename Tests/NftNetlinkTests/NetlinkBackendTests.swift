@@ -417,9 +417,12 @@ struct NetlinkBackendTests {
         }
     }
 
-    /// Several tables are read by two threads, the rules of the last tables by the second one: a
-    /// rule it cannot read fails the whole read, naming the table and chain.
-    @Test func tamperedRuleInALaterShardIsReported() throws {
+    /// Several tables are read by two threads: one dumps the chains, the other the sets, then
+    /// both read rules. A rule, set or chain nftproxy would not write, met by either, fails the
+    /// whole read, naming the table and the object; the other thread stops instead of waiting
+    /// for the sets or chains it would read rules with (hence `within`: a read that waits for
+    /// good fails the test rather than hanging it).
+    @Test func foreignRuleSetOrChainInALaterShardIsReported() throws {
         let sample = Samples.table(.ip)
         let tables = [sample] + ["nftproxy-00", "nftproxy-01", "nftproxy-02"].map { name in
             var copy = sample
@@ -431,9 +434,18 @@ struct NetlinkBackendTests {
             try backend.apply(Transaction.diff(from: nil, to: Ruleset(tables: tables)))
             let refs = tables.map { TableRef($0.family, $0.name) }
             #expect(try backend.read(refs) == sortedElements(Ruleset(tables: tables)))
+            func expectReadFails(naming object: String) throws {
+                let error = try #require(throws: BackendError.self) { try within(seconds: 60) { try backend.read(refs) } }
+                #expect(error.message.contains(object), "\(error)")
+            }
             try ns.nft(["add", "rule", "ip", "nftproxy-02", "checks", "tcp", "dport", "22", "counter", "accept"])
-            let error = try #require(throws: BackendError.self) { try backend.read(refs) }
-            #expect(error.message.contains("table ip nftproxy-02: chain checks"), "\(error)")
+            try expectReadFails(naming: "table ip nftproxy-02: chain checks")
+            try ns.nft(["flush", "chain", "ip", "nftproxy-02", "checks"])
+            try ns.nft(["add", "set", "ip", "nftproxy-02", "extra", "{ type ipv4_addr; flags constant; }"])
+            try expectReadFails(naming: "table ip nftproxy-02: set extra")
+            try ns.nft(["delete", "set", "ip", "nftproxy-02", "extra"])
+            try ns.nft(["add", "chain", "ip", "nftproxy-01", "extra", "{ type filter hook input priority 0; policy drop; }"])
+            try expectReadFails(naming: "table ip nftproxy-01: chain extra")
         }
     }
 

@@ -168,3 +168,26 @@ final class PipeReader: @unchecked Sendable {
 extension Thread {
     static func detachedReader(_ handle: FileHandle) -> PipeReader { PipeReader(handle) }
 }
+
+/// What `body` returns or throws, run on a thread of its own; `TimedOut` when it has not ended
+/// within `seconds`. For code that could block for good (two threads each waiting for the
+/// other): the test then fails instead of hanging the run, and the stuck thread is left behind.
+func within<T>(seconds: Double, _ body: @escaping @Sendable () throws -> T) throws -> T {
+    let outcome = Outcome<T>()
+    Thread.detachNewThread {
+        outcome.result = Result { try body() }
+        outcome.done.signal()
+    }
+    guard outcome.done.wait(timeout: .now() + seconds) == .success, let result = outcome.result else { throw TimedOut(seconds: seconds) }
+    return try result.get()
+}
+
+private final class Outcome<T>: @unchecked Sendable {  // written by the thread before it signals, read after
+    var result: Result<T, Error>?
+    let done = DispatchSemaphore(value: 0)
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    var seconds: Double
+    var description: String { "did not end within \(seconds) s" }
+}
