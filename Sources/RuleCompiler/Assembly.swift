@@ -209,7 +209,7 @@ public struct RulesetAssembly: Sendable {
                 }
                 place(holder.element, in: Naming.hairpin, of: table, after: true)
             }
-            for (key, before) in holdersBefore where key.space == space && index.holder(key) == nil {
+            for (key, before) in holdersBefore where key.space == space && index.holder(key, in: fragments) == nil {
                 if let before { place(before.element, in: Naming.hairpin, of: table, after: false) }
             }
         }

@@ -273,7 +273,7 @@ struct LoweringTests {
         let v6Expressions = try Lowering.rule(Rule(v6), family: .ip6, sets: none)
         #expect(v6Expressions == ctStatus + [
             .payload(base: 1, offset: 24, length: 16, dreg: 1),
-            .bitwise(sreg: 1, dreg: 1, mask: [UInt8](repeating: 0, count: 14) + [1, 0xff], xor: [UInt8](repeating: 0, count: 16)),
+            .bitwise(sreg: 1, dreg: 1, mask: RegisterValue(IPAddress("::1ff")!), xor: RegisterValue(zeros: 16)),
             .lookup(sreg: 1, dreg: 0, set: "hairpin-buckets", flags: 0),
         ])
         #expect(Raising.rule(v6Expressions, family: .ip6, sets: none) == v6)
