@@ -111,32 +111,36 @@ final class Batch {
     /// BATCH_END included), to compare with what `nft --debug=mnl` sends.
     var messages: [[UInt8]] {
         var out: [[UInt8]] = []
-        for chunk in chunks {
-            var offset = 0
-            while offset + MemoryLayout<nlmsghdr>.size <= chunk.count {
-                let length = Int(chunk.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-                guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= chunk.count else { break }
-                out.append(Array(chunk[offset..<(offset + length)]))
-                offset += (length + 3) & ~3
-            }
+        forEachMessage { header, length in
+            out.append(Array(UnsafeRawBufferPointer(start: header, count: length)))
+            return true
         }
         return out
     }
 
-    /// The message sent with sequence number `seq`, found by walking the pages (for a refused
-    /// message, once).
-    func message(_ seq: UInt32) -> UnsafePointer<nlmsghdr>? {
+    /// Walks the messages in the pages, in order, while `body` returns true.
+    private func forEachMessage(_ body: (UnsafePointer<nlmsghdr>, Int) -> Bool) {
         for chunk in chunks {
             var offset = 0
             while offset + MemoryLayout<nlmsghdr>.size <= chunk.count {
                 let header = chunk.baseAddress!.advanced(by: offset).assumingMemoryBound(to: nlmsghdr.self)
                 let length = Int(header.pointee.nlmsg_len)
                 guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= chunk.count else { break }
-                if header.pointee.nlmsg_seq == seq { return header }
+                guard body(header, length) else { return }
                 offset += (length + 3) & ~3
             }
         }
-        return nil
+    }
+
+    /// The message sent with sequence number `seq`, found by walking the pages (for a refused
+    /// message, once).
+    func message(_ seq: UInt32) -> UnsafePointer<nlmsghdr>? {
+        var found: UnsafePointer<nlmsghdr>?
+        forEachMessage { header, _ in
+            if header.pointee.nlmsg_seq == seq { found = header }
+            return found == nil
+        }
+        return found
     }
 
     /// Sends the whole batch in one sendmsg over all its pages.

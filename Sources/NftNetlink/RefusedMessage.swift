@@ -29,7 +29,8 @@ enum RefusedMessage {
         }
         switch type {
         case NFT_MSG_NEWTABLE.rawValue:
-            return TableReader.parseTable(message).ref.map { .addTable($0, comment: TableReader.parseTable(message).comment) }
+            let table = TableReader.parseTable(message)
+            return table.ref.map { .addTable($0, comment: table.comment) }
         case NFT_MSG_DELTABLE.rawValue:
             return strings(NFTA_TABLE_NAME, NFTA_TABLE_NAME).map { .deleteTable($0.table) }
         case NFT_MSG_NEWSET.rawValue:

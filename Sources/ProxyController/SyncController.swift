@@ -220,33 +220,7 @@ public actor SyncController {
         // (1.5 s at 100k services, which the first change after a full sync used to wait for).
         let (outcome, prepared) = inParallel(if: hasSeveralCPUs, { () -> BackendError? in
             do throws(BackendError) {
-                var current: Ruleset
-                var replace = false
-                do {
-                    current = try backend.readOurs()
-                } catch {
-                    // Our tables hold something we never write: replace them whole, in the same batch.
-                    logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
-                    current = Ruleset()
-                    replace = true
-                }
-                transaction = Transaction.diff(from: current, to: compilation.ruleset)
-                // A full sync that must change rules nobody asked to change found someone else's edit.
-                if !replace && !repairReported && !transaction.isEmpty && assembly?.describesSameRules(as: next) == true {
-                    metrics.increment(.driftRepairs)
-                    logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
-                        "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
-                    ])
-                }
-                if replace {
-                    let tables = (try? backend.ourTables()) ?? []
-                    transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
-                } else {
-                    transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients,
-                                                                      keep: compilation.affinity.keeps)
-                }
-                if !transaction.isEmpty { try backend.apply(transaction) }
-                lastGeneration = try? backend.generation()
+                try writeFull(compilation, next: next, transaction: &transaction)
                 return nil
             } catch {
                 return error
@@ -267,6 +241,39 @@ public actor SyncController {
         lastFull = finished
         succeeded(transaction, full: true, started: started, finished: finished, pendingSince: pendingSince)
         cleanConntrack(previous: previous?.flatMap(\.udpPorts), current: compilation.udpPorts)
+    }
+
+    /// A full sync's kernel part: reads our tables back, computes `transaction` (the difference,
+    /// with stale affinity entries pruned, or the tables replaced whole when they cannot be read)
+    /// and applies it. `transaction` holds what was computed also when this throws.
+    private func writeFull(_ compilation: Compilation, next: RulesetAssembly, transaction: inout Transaction) throws(BackendError) {
+        var current: Ruleset
+        var replace = false
+        do {
+            current = try backend.readOurs()
+        } catch {
+            // Our tables hold something we never write: replace them whole, in the same batch.
+            logger.warning("cannot read nftproxy's tables back; replacing them", metadata: ["error": "\(error)"])
+            current = Ruleset()
+            replace = true
+        }
+        transaction = Transaction.diff(from: current, to: compilation.ruleset)
+        // A full sync that must change rules nobody asked to change found someone else's edit.
+        if !replace && !repairReported && !transaction.isEmpty && assembly?.describesSameRules(as: next) == true {
+            metrics.increment(.driftRepairs)
+            logger.warning("nftproxy's tables were changed by someone else; repairing", metadata: [
+                "why": "the full resync found \(transaction.operations.count) operation(s) to redo",
+            ])
+        }
+        if replace {
+            let tables = (try? backend.ourTables()) ?? []
+            transaction.operations = tables.flatMap { [Operation.addTable($0, comment: nil), .deleteTable($0)] } + transaction.operations
+        } else {
+            transaction.operations += Transaction.pruning(current, set: Naming.affinity, companion: Naming.affinityClients,
+                                                          keep: compilation.affinity.keeps)
+        }
+        if !transaction.isEmpty { try backend.apply(transaction) }
+        lastGeneration = try? backend.generation()
     }
 
     /// Recompiles only the services the changes can reach and sends what their fragments changed.

@@ -685,8 +685,13 @@ private struct ClaimIndex: Sendable {
 
     /// The element that holds `key`, read from `fragments`: those this index was built from.
     func holder(_ key: RulesetAssembly.ElementKey, in fragments: [ObjectRef: ServiceFragment]) -> RulesetAssembly.Held? {
-        guard let space = spaces[key.space], let claim = claims[Key(space: space, key: key.key)]?.first,
-              let fragment = fragments[services[Int(claim.service)]] else { return nil }
+        guard let space = spaces[key.space], let claim = claims[Key(space: space, key: key.key)]?.first else { return nil }
+        return held(claim, in: fragments)
+    }
+
+    /// The element a claim names, in `fragments`.
+    private func held(_ claim: Claim, in fragments: [ObjectRef: ServiceFragment]) -> RulesetAssembly.Held? {
+        guard let fragment = fragments[services[Int(claim.service)]] else { return nil }
         let placed = fragment.elements[Int(claim.order)]
         return RulesetAssembly.Held(table: placed.table, element: placed.element)
     }
@@ -721,9 +726,8 @@ private struct ClaimIndex: Sendable {
     func holders(_ space: RulesetAssembly.ClaimSpace, in fragments: [ObjectRef: ServiceFragment]) -> [(key: [KeyValue], holder: RulesetAssembly.Held)] {
         guard let number = spaces[space] else { return [] }
         return claims.compactMap { key, holders in
-            guard key.space == number, let claim = holders.first, let fragment = fragments[services[Int(claim.service)]] else { return nil }
-            let placed = fragment.elements[Int(claim.order)]
-            return (key.key, RulesetAssembly.Held(table: placed.table, element: placed.element))
+            guard key.space == number, let claim = holders.first, let held = held(claim, in: fragments) else { return nil }
+            return (key.key, held)
         }
     }
 
